@@ -1,0 +1,171 @@
+"""ClusterView: the frozen snapshot of nodes, pods, jobs and pools that policy decides over."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections import defaultdict
+from collections.abc import Mapping
+
+from valet.model.enums import (
+    FaultAction,
+    Health,
+    NodeState,
+    PodKind,
+    PodPhase,
+    Remediation,
+    RemediationResult,
+)
+from valet.model.faults import worst
+from valet.model.specs import SpotPoolSpec, SpotPoolStatus, TrainingJobSpec, TrainingJobStatus
+
+
+@dataclasses.dataclass(frozen=True)
+class GpuStatus:
+    index: int
+    uuid: str = ""
+    healthy: bool = True
+    signals: tuple[str, ...] = ()
+
+
+@dataclasses.dataclass(frozen=True)
+class NodeHealth:
+    """What the node agent and other detectors publish about a node."""
+
+    verdict: Health = Health.HEALTHY
+    signals: tuple[str, ...] = ()
+    since: float | None = None  # when the verdict last changed
+    heartbeat: float | None = None  # last report; None = never reported
+    gpus: tuple[GpuStatus, ...] = ()
+
+    @property
+    def action(self) -> FaultAction:
+        rule = worst(self.signals)
+        return rule.action if rule else FaultAction.NONE
+
+
+@dataclasses.dataclass(frozen=True)
+class RemediationStatus:
+    requested: Remediation | None = None
+    requested_at: float | None = None
+    attempts: int = 0
+    result: RemediationResult | None = None
+    finished_at: float | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Node:
+    name: str
+    gpus: int
+    labels: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    state: NodeState | None = None
+    state_since: float = 0.0
+    unschedulable: bool = False
+    spare_taint: bool = False
+    ready: bool = True
+    health: NodeHealth = NodeHealth()
+    remediation: RemediationStatus = RemediationStatus()
+    faults: tuple[float, ...] = ()  # times valet drained this node, for lemon detection
+
+
+@dataclasses.dataclass(frozen=True)
+class Pod:
+    namespace: str
+    name: str
+    kind: PodKind
+    gpus: int
+    owner: str  # TrainingJob key "ns/name", SpotPool name, or "" for other pods
+    node: str | None = None
+    phase: PodPhase = PodPhase.PENDING
+    deleting: bool = False
+    rank: int | None = None
+    workload: str | None = None
+    shard: int | None = None
+    nominated_node: str | None = None
+    replaces_node: str | None = None
+    fault_at: float | None = None
+    created_at: float = 0.0
+    started_at: float | None = None
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+    @property
+    def holds_gpus(self) -> bool:
+        """Bound and not finished: its GPUs are taken (also while it is being deleted)."""
+        return self.node is not None and not self.phase.terminal
+
+    @property
+    def live(self) -> bool:
+        """Neither finished nor on its way out."""
+        return not self.deleting and not self.phase.terminal
+
+
+@dataclasses.dataclass(frozen=True)
+class Job:
+    namespace: str
+    name: str
+    spec: TrainingJobSpec
+    status: TrainingJobStatus = TrainingJobStatus()
+    uid: str = ""
+    created_at: float = 0.0
+    deleting: bool = False
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+
+@dataclasses.dataclass(frozen=True)
+class Pool:
+    name: str
+    spec: SpotPoolSpec
+    status: SpotPoolStatus = SpotPoolStatus()
+    uid: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class ClusterView:
+    nodes: Mapping[str, Node]
+    pods: tuple[Pod, ...] = ()
+    jobs: tuple[Job, ...] = ()
+    pools: tuple[Pool, ...] = ()
+
+    @functools.cached_property
+    def pods_by_node(self) -> Mapping[str, tuple[Pod, ...]]:
+        """Pods holding GPUs (or nominated to) each node."""
+        index: dict[str, list[Pod]] = defaultdict(list)
+        for pod in self.pods:
+            if pod.node is not None:
+                index[pod.node].append(pod)
+            elif pod.nominated_node is not None and pod.live:
+                index[pod.nominated_node].append(pod)
+        return {k: tuple(v) for k, v in index.items()}
+
+    @functools.cached_property
+    def workers_by_job(self) -> Mapping[str, tuple[Pod, ...]]:
+        index: dict[str, list[Pod]] = defaultdict(list)
+        for pod in self.pods:
+            if pod.kind is PodKind.WORKER:
+                index[pod.owner].append(pod)
+        return {k: tuple(v) for k, v in index.items()}
+
+    @functools.cached_property
+    def spot_by_pool(self) -> Mapping[str, tuple[Pod, ...]]:
+        index: dict[str, list[Pod]] = defaultdict(list)
+        for pod in self.pods:
+            if pod.kind is PodKind.SPOT:
+                index[pod.owner].append(pod)
+        return {k: tuple(v) for k, v in index.items()}
+
+    def pool_of(self, node: Node) -> Pool | None:
+        return next((pool for pool in self.pools if pool.spec.selects(node.labels)), None)
+
+    def used_gpus(self, node: str) -> int:
+        """GPUs bound or nominated on a node: the kubelet's and valet's own accounting."""
+        return sum(p.gpus for p in self.pods_by_node.get(node, ()) if _occupies(p))
+
+
+def _occupies(pod: Pod) -> bool:
+    return pod.holds_gpus or (pod.node is None and pod.live)

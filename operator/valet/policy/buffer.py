@@ -1,0 +1,44 @@
+"""The healing buffer: keep each pool's target number of spares, no more, no fewer."""
+
+from __future__ import annotations
+
+from valet.model.enums import NodeState, PodKind, Reason
+from valet.model.view import Node, Pool
+from valet.policy.pass_ import Pass
+
+
+def buffer_target(ps: Pass, pool: Pool) -> int:
+    members = [n for n in ps.pool_nodes[pool.name] if ps.states[n.name] is not NodeState.RETIRED]
+    return pool.spec.buffer.target(len(members))
+
+
+def spares_of(ps: Pass, pool: Pool) -> list[Node]:
+    return [n for n in ps.pool_nodes[pool.name] if ps.states[n.name] is NodeState.SPARE]
+
+
+def rebalance(ps: Pass) -> None:
+    """Release spares beyond target; promote idle healthy active nodes up to target."""
+    for pool in ps.view.pools:
+        target = buffer_target(ps, pool)
+        spares = spares_of(ps, pool)
+        for node in sorted(spares, key=lambda n: n.name, reverse=True)[
+            : max(0, len(spares) - target)
+        ]:
+            ps.set_state(node.name, NodeState.ACTIVE, Reason.NODE_RELEASED, "buffer above target")
+        missing = target - len(spares)
+        if missing <= 0:
+            continue
+        idle = [n for n in ps.pool_nodes[pool.name] if _idle_active(ps, n)]
+        for node in sorted(idle, key=lambda n: n.name)[:missing]:
+            ps.set_state(
+                node.name, NodeState.SPARE, Reason.NODE_SPARE, f"held in the buffer of {pool.name}"
+            )
+
+
+def _idle_active(ps: Pass, node: Node) -> bool:
+    if ps.states[node.name] is not NodeState.ACTIVE or not ps.placeable(node):
+        return False
+    return not any(
+        p.kind is PodKind.WORKER and (p.holds_gpus or p.live)
+        for p in ps.view.pods_by_node.get(node.name, ())
+    )

@@ -1,0 +1,154 @@
+"""GPU accounting for one pass, node choice for workers, and spot victim choice.
+
+Choosing is kept apart from acting: ``place`` returns Placements as data, ``commit``
+reserves them in the scratch accounting, and the callers turn them into actions.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import Counter
+from collections.abc import Iterable, Sequence
+
+from valet.model.enums import NodeState, PodKind
+from valet.model.view import ClusterView, Node, Pod
+
+
+@dataclasses.dataclass(frozen=True)
+class Placement:
+    node: str
+    victims: tuple[Pod, ...]  # spot pods to evict so the worker fits
+    bind_now: bool  # the GPUs are free already
+    claims_spare: bool
+
+
+def choose_victims(spot_pods: Iterable[Pod], need: int) -> tuple[Pod, ...]:
+    """The spot pods to evict to free ``need`` GPUs, evicting as few GPUs as it can.
+
+    Best fit first (the smallest pod that covers what is left), else the largest;
+    among equals the youngest, which loses the least work.
+    """
+    pool = sorted(spot_pods, key=lambda p: (p.gpus, -(p.started_at or p.created_at), p.name))
+    chosen: list[Pod] = []
+    while need > 0 and pool:
+        fit = next((p for p in pool if p.gpus >= need), None)
+        pick = fit if fit is not None else pool[-1]
+        pool.remove(pick)
+        chosen.append(pick)
+        need -= pick.gpus
+    return tuple(chosen) if need <= 0 else ()
+
+
+class Capacity:
+    """Free, releasing and evictable GPUs per node, updated as the pass places pods."""
+
+    def __init__(self, view: ClusterView) -> None:
+        self.view = view
+        self.free: dict[str, int] = {}
+        self.bound: dict[str, int] = {}
+        self.releasing: dict[str, int] = {}
+        self.spot: dict[str, list[Pod]] = {}
+        for name, node in view.nodes.items():
+            pods = view.pods_by_node.get(name, ())
+            bound = sum(p.gpus for p in pods if p.holds_gpus)
+            nominated = sum(p.gpus for p in pods if p.node is None and p.live)
+            self.bound[name] = bound
+            self.free[name] = node.gpus - bound - nominated
+            self.releasing[name] = sum(p.gpus for p in pods if p.holds_gpus and p.deleting)
+            self.spot[name] = [
+                p for p in pods if p.kind is PodKind.SPOT and p.holds_gpus and p.live
+            ]
+
+    def remove_spot(self, pod: Pod) -> None:
+        """A spot pod is being evicted this pass: its GPUs are on their way out."""
+        if pod.node is not None and pod in self.spot.get(pod.node, ()):
+            self.spot[pod.node].remove(pod)
+            self.releasing[pod.node] += pod.gpus
+
+    def fits_now(self, node: str, gpus: int) -> bool:
+        return self.free.get(node, 0) >= gpus
+
+    def place(
+        self,
+        nodes: Sequence[Node],
+        states: dict[str, NodeState | None],
+        count: int,
+        gpus: int,
+        domain: tuple[str, str | None],
+    ) -> list[Placement]:
+        """Up to ``count`` placements of ``gpus`` each, fewest and fullest nodes first.
+
+        Order: nodes where the GPUs are free now, then spares, then fewest spot GPUs
+        evicted, same topology domain, least free left (best fit), name.
+        """
+        topo_key, topo_value = domain
+        free = {n.name: self.free[n.name] for n in nodes}
+        spot = {n.name: list(self.spot[n.name]) for n in nodes}
+        releasing = {n.name: self.releasing[n.name] for n in nodes}
+
+        def score(node: Node) -> tuple[int, int, int, int, int, str] | None:
+            avail = free[node.name] + releasing[node.name]
+            if avail + sum(p.gpus for p in spot[node.name]) < gpus:
+                return None
+            evict = max(0, gpus - avail)
+            return (
+                0 if free[node.name] >= gpus else 1,
+                1 if states.get(node.name) is NodeState.SPARE else 0,
+                evict,
+                0 if topo_value is None or node.labels.get(topo_key) == topo_value else 1,
+                free[node.name],
+                node.name,
+            )
+
+        scored = [(s, n) for n in nodes if (s := score(n)) is not None]
+        scored.sort(key=lambda item: item[0])
+        result: list[Placement] = []
+        for _, node in scored:
+            name = node.name
+            while len(result) < count:
+                avail = free[name] + releasing[name]
+                need = gpus - avail
+                victims = choose_victims(spot[name], need) if need > 0 else ()
+                if need > 0 and not victims:
+                    break
+                for v in victims:
+                    spot[name].remove(v)
+                    releasing[name] += v.gpus
+                result.append(
+                    Placement(
+                        node=name,
+                        victims=victims,
+                        bind_now=free[name] >= gpus,
+                        claims_spare=states.get(name) is NodeState.SPARE,
+                    )
+                )
+                free[name] -= gpus  # below zero: waiting for releasing GPUs
+            if len(result) >= count:
+                break
+        return result
+
+    def commit(self, placements: Iterable[Placement], gpus: int) -> None:
+        for pl in placements:
+            self.free[pl.node] -= gpus
+            if pl.bind_now:
+                self.bound[pl.node] += gpus
+            for v in pl.victims:
+                self.remove_spot(v)
+
+    def try_bind(self, node: Node, gpus: int) -> bool:
+        """Bind a nominated pod if the node's bound pods leave room (kubelet admission)."""
+        if self.bound[node.name] + gpus <= node.gpus:
+            self.bound[node.name] += gpus
+            return True
+        return False
+
+
+def topology_domain(view: ClusterView, workers: Iterable[Pod], key: str) -> tuple[str, str | None]:
+    """The topology domain most of a job's bound workers share, to keep a swap nearby."""
+    counts = Counter(
+        view.nodes[w.node].labels.get(key)
+        for w in workers
+        if w.node is not None and w.node in view.nodes
+    )
+    counts.pop(None, None)
+    return key, (counts.most_common(1)[0][0] if counts else None)

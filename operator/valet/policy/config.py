@@ -1,0 +1,21 @@
+"""Operator-wide policy settings (per-pool settings live in the SpotPool spec)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+
+@dataclasses.dataclass(frozen=True)
+class PolicyConfig:
+    # A health report older than this makes the node "unknown": not drained, not placed on.
+    staleness_seconds: float = 120.0
+    # A soft signal must persist this long before the node turns suspect.
+    suspect_after_seconds: float = 120.0
+    # A node must report healthy this long before it leaves suspect or healing.
+    recover_after_seconds: float = 60.0
+    # Grace given to a worker evicted from a failing node (its GPUs are likely gone).
+    worker_grace_seconds: int = 30
+    # A remediation with no result after this long counts as failed.
+    remediation_timeout_seconds: float = 3600.0
+    # Ceiling on the exponential restart backoff of a job.
+    max_backoff_seconds: float = 600.0

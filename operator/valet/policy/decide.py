@@ -1,0 +1,116 @@
+"""decide(view, now) -> Plan: one level-triggered pass over the whole cluster.
+
+1. advance every pool node through its lifecycle (drain, heal, retire, breaker);
+2. settle spot work (finished shards recorded, pods off failing nodes);
+3. rebalance the healing buffer to its target;
+4. reconcile TrainingJobs: swaps, gang placement, elastic shrink and regrow;
+5. pack idle GPUs with spot work;
+6. report pool status, and order the plan so that recorded facts precede deletions.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from valet.model.enums import ConditionType, EventType, Health, NodeState, PodKind, Reason
+from valet.model.plan import CreatePod, PatchPoolStatus, Plan
+from valet.model.specs import Condition, ShardStatus, SpotPoolStatus, set_condition
+from valet.model.view import ClusterView, Pool
+from valet.policy import buffer, jobs, lifecycle, spot
+from valet.policy.capacity import Capacity
+from valet.policy.config import PolicyConfig
+from valet.policy.pass_ import Pass
+
+DEFAULT_CONFIG = PolicyConfig()
+
+
+def decide(view: ClusterView, now: float, config: PolicyConfig = DEFAULT_CONFIG) -> Plan:
+    ps = lifecycle.new_pass(view, now, config)
+    lifecycle.advance_nodes(ps)
+    cap = Capacity(view)
+    ledgers = spot.settle_spot(ps, cap)
+    buffer.rebalance(ps)
+    jobs.reconcile_jobs(ps, cap)
+    spot.pack_spot(ps, cap, ledgers)
+    for pool in view.pools:
+        _report_pool(ps, pool, ledgers[pool.name])
+        for node in ps.pool_nodes[pool.name]:
+            lifecycle.sync_marks(ps, node)
+    actions = (
+        *ps.node_actions,
+        *ps.early_status_actions,
+        *ps.pod_actions,
+        *ps.status_actions,
+        *ps.events,
+    )
+    return Plan(actions=actions, wake_at=ps.wake_at)
+
+
+def _report_pool(ps: Pass, pool: Pool, ledger: spot.PoolLedger) -> None:
+    old = pool.status
+    nodes = ps.pool_nodes[pool.name]
+    by_state = Counter(str(ps.states[n.name] or "new") for n in nodes)
+    unknown = sum(1 for n in nodes if ps.health[n.name] is Health.UNKNOWN)
+    if unknown:
+        by_state["unknown"] = unknown
+    spares = by_state.get(NodeState.SPARE.value, 0)
+    target = buffer.buffer_target(ps, pool)
+
+    created = [
+        a
+        for a in ps.pod_actions
+        if isinstance(a, CreatePod) and a.kind is PodKind.SPOT and a.owner == pool.name
+    ]
+    live = [
+        p for p in ps.view.spot_by_pool.get(pool.name, ()) if p.live and p.key not in ps.evicted
+    ]
+    shard_status = []
+    for wl in pool.spec.workloads:
+        if wl.shards is None:
+            continue
+        done = ledger.done[wl.name].union(ledger.finished[wl.name])
+        running = {i for i in spot.running_shards(ps, pool, wl.name) if i not in done}
+        running |= {a.shard for a in created if a.workload == wl.name and a.shard is not None}
+        shard_status.append(ShardStatus(wl.name, wl.shards, done, len(running)))
+
+    exhausted = spares < target
+    conditions = set_condition(
+        old.conditions,
+        Condition(
+            ConditionType.BUFFER_EXHAUSTED,
+            exhausted,
+            Reason.BUFFER_EXHAUSTED if exhausted else Reason.BUFFER_READY,
+            f"{spares}/{target} spares",
+            ps.now,
+        ),
+    )
+    tripped = pool.name in ps.breaker_open
+    conditions = set_condition(
+        conditions,
+        Condition(
+            ConditionType.CIRCUIT_BREAKER_OPEN,
+            tripped,
+            Reason.CIRCUIT_BREAKER_OPEN if tripped else "Closed",
+            "mass failure: draining held, alerting instead" if tripped else "",
+            ps.now,
+        ),
+    )
+    status = SpotPoolStatus(
+        spares=spares,
+        spares_target=target,
+        nodes=dict(sorted(by_state.items())),
+        spot_gpus=sum(p.gpus for p in live) + sum(a.gpus for a in created),
+        spot_pods=len(live) + len(created),
+        preemptions=old.preemptions + ps.preemptions[pool.name],
+        spot_gpu_seconds=old.spot_gpu_seconds + ledger.gpu_seconds,
+        shards=tuple(shard_status),
+        conditions=conditions,
+    )
+    for cond in conditions:
+        before = next((c for c in old.conditions if c.type == cond.type), None)
+        if cond.status and (before is None or not before.status):
+            ps.event(
+                "SpotPool", None, pool.name, Reason(cond.reason), cond.message, EventType.WARNING
+            )
+    if status != old:
+        ps.early_status_actions.append(PatchPoolStatus(pool.name, status))

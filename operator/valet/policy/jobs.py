@@ -1,0 +1,379 @@
+"""TrainingJobs: gang placement, swaps onto spares, elastic shrink/regrow, restarts, status.
+
+Per job, in priority order: retire workers whose node went bad (their ranks become
+replacements carrying the fault time), count application failures against the
+restart budget, bind nominated replacements once their GPUs are free, then place
+missing workers as a gang (at least ``minReplicas`` in total, or nothing).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from valet.model.enums import (
+    ConditionType,
+    EventType,
+    JobPhase,
+    NodeState,
+    PodKind,
+    PodPhase,
+    Reason,
+)
+from valet.model.plan import BindPod, CreatePod, DeletePod, EvictPod, PatchJobStatus
+from valet.model.specs import Condition, LastHeal, TrainingJobStatus, set_condition
+from valet.model.view import Job, Node, Pod
+from valet.policy.capacity import Capacity, Placement, choose_victims, topology_domain
+from valet.policy.pass_ import Pass
+
+JOB_LABEL = "valet.dev/job"
+
+
+@dataclasses.dataclass
+class _Heal:
+    """Bookkeeping of one job in this pass."""
+
+    restarts: int
+    backoff_until: float
+    swaps: int
+    last_heal: LastHeal | None
+    lost: dict[int, tuple[str | None, float | None]] = dataclasses.field(default_factory=dict)
+
+
+def reconcile_jobs(ps: Pass, cap: Capacity) -> None:
+    jobs = sorted(ps.view.jobs, key=lambda j: (-j.spec.priority, j.created_at, j.key))
+    known = {job.key for job in jobs}
+    for owner, workers in ps.view.workers_by_job.items():
+        if owner not in known:
+            for w in workers:
+                if not w.deleting:
+                    _delete(ps, w, Reason.WORKER_REMOVED)
+    for job in jobs:
+        if not job.deleting:
+            _reconcile(ps, cap, job)
+
+
+def _delete(ps: Pass, pod: Pod, reason: Reason) -> None:
+    ps.pod_actions.append(DeletePod(pod.namespace, pod.name, reason))
+    ps.evicted.add(pod.key)
+
+
+def _reconcile(ps: Pass, cap: Capacity, job: Job) -> None:
+    spec, old = job.spec, job.status
+    workers = ps.view.workers_by_job.get(job.key, ())
+    if old.phase is not None and old.phase.terminal:
+        for w in workers:
+            if w.live:
+                _delete(ps, w, Reason.WORKER_REMOVED)
+        return
+    if any(w.phase is PodPhase.SUCCEEDED for w in workers):
+        for w in workers:
+            if w.live:
+                _delete(ps, w, Reason.JOB_SUCCEEDED)
+        _finish(ps, job, JobPhase.SUCCEEDED, Reason.JOB_SUCCEEDED, "a worker completed")
+        return
+
+    heal = _Heal(old.restarts, old.backoff_until, old.swaps, old.last_heal)
+    keep = _sort_out_workers(ps, job, workers, heal)
+    if heal.restarts > spec.healing.max_restarts:
+        for w in keep:
+            _delete(ps, w, Reason.BACKOFF_LIMIT)
+        _finish(ps, job, JobPhase.FAILED, Reason.BACKOFF_LIMIT, f"{heal.restarts} restarts")
+        return
+    keep = _bind_nominated(ps, cap, job, keep, heal)
+
+    target = min(spec.replicas, spec.max_replicas)
+    if len(keep) > target:
+        extras = sorted(keep, key=lambda w: (w.node is not None, -(w.rank or 0)))[
+            : len(keep) - target
+        ]
+        for w in extras:
+            _delete(ps, w, Reason.SCALED_DOWN)
+        keep = [w for w in keep if w not in extras]
+
+    placed: list[tuple[int, Placement]] = []
+    need = target - len(keep)
+    if need > 0 and ps.now < heal.backoff_until:
+        ps.wake(heal.backoff_until)
+    elif need > 0:
+        placed = _place_gang(ps, cap, job, keep, need)
+        _act_on_placements(ps, job, placed, heal)
+
+    _report(ps, job, keep, placed, heal, target)
+
+
+def _sort_out_workers(ps: Pass, job: Job, workers: tuple[Pod, ...], heal: _Heal) -> list[Pod]:
+    """Remove workers from bad nodes and failed ones; return the workers that stay."""
+    keep: list[Pod] = []
+    for w in workers:
+        on_bad = ps.bad(w.node) or (w.node is None and ps.bad(w.nominated_node))
+        if w.deleting:
+            if on_bad and w.rank is not None and w.node is not None:
+                heal.lost.setdefault(w.rank, (w.node, ps.fault_time(w.node)))
+            continue
+        if on_bad:
+            if w.node is None:  # nominated replacement whose target failed before binding
+                heal.lost[w.rank or 0] = (w.replaces_node, w.fault_at)
+                _delete(ps, w, Reason.WORKER_REMOVED)
+            else:
+                heal.lost[w.rank or 0] = (w.node, ps.fault_time(w.node))
+                if w.phase.terminal:
+                    _delete(ps, w, Reason.NODE_DRAINING)
+                else:
+                    ps.pod_actions.append(
+                        EvictPod(
+                            w.namespace,
+                            w.name,
+                            ps.config.worker_grace_seconds,
+                            Reason.NODE_DRAINING,
+                        )
+                    )
+                    ps.evicted.add(w.key)
+            continue
+        if w.phase is PodPhase.FAILED:
+            heal.restarts += 1
+            delay = job.spec.healing.backoff_seconds * 2 ** min(heal.restarts - 1, 16)
+            heal.backoff_until = ps.now + min(delay, ps.config.max_backoff_seconds)
+            _delete(ps, w, Reason.WORKER_FAILED)
+            ps.event(
+                "TrainingJob",
+                job.namespace,
+                job.name,
+                Reason.WORKER_FAILED,
+                f"worker {w.name} failed; restart {heal.restarts}",
+                EventType.WARNING,
+            )
+            continue
+        if w.node is None and w.nominated_node is None:
+            _delete(ps, w, Reason.WORKER_REMOVED)  # created but never placed: place afresh
+            continue
+        keep.append(w)
+    return keep
+
+
+def _bind_nominated(ps: Pass, cap: Capacity, job: Job, keep: list[Pod], heal: _Heal) -> list[Pod]:
+    """Bind replacements whose GPUs have been freed; make sure their victims are leaving."""
+    result: list[Pod] = []
+    for w in keep:
+        if w.node is not None or w.nominated_node is None:
+            result.append(w)
+            continue
+        node = ps.view.nodes[w.nominated_node]
+        if not ps.placeable(node):
+            heal.lost[w.rank or 0] = (w.replaces_node, w.fault_at)
+            _delete(ps, w, Reason.WORKER_REMOVED)
+            continue
+        result.append(w)
+        if cap.try_bind(node, w.gpus):
+            _bind(ps, job, w.namespace, w.name, node.name, w.replaces_node, w.fault_at, heal)
+            continue
+        deficit = cap.bound[node.name] + w.gpus - node.gpus - cap.releasing[node.name]
+        if deficit > 0:
+            for victim in choose_victims(cap.spot[node.name], deficit):
+                cap.remove_spot(victim)
+                preempt(ps, victim, f"a replacement worker of {job.key}")
+    return result
+
+
+def _bind(
+    ps: Pass,
+    job: Job,
+    namespace: str,
+    name: str,
+    node: str,
+    replaces: str | None,
+    fault_at: float | None,
+    heal: _Heal,
+) -> None:
+    ps.pod_actions.append(BindPod(namespace, name, node))
+    if replaces is not None:
+        heal.swaps += 1
+        heal.last_heal = LastHeal(
+            replaces, node, fault_at if fault_at is not None else ps.now, ps.now
+        )
+        ps.event(
+            "TrainingJob",
+            job.namespace,
+            job.name,
+            Reason.WORKER_SWAPPED,
+            f"{name} replaces a worker of {replaces} on {node} after {heal.last_heal.seconds:.1f}s",
+        )
+
+
+def preempt(ps: Pass, victim: Pod, why: str, reason: Reason = Reason.SPOT_PREEMPTED) -> None:
+    """Evict a spot pod with its pool's notice (the caller settles the GPU accounting)."""
+    pool = next((p for p in ps.view.pools if p.name == victim.owner), None)
+    notice = pool.spec.notice_seconds if pool else 30
+    ps.pod_actions.append(EvictPod(victim.namespace, victim.name, notice, reason))
+    ps.evicted.add(victim.key)
+    ps.preemptions[victim.owner] += 1
+    ps.event(
+        "Pod",
+        victim.namespace,
+        victim.name,
+        reason,
+        f"preempted with {notice}s notice for {why}",
+        EventType.WARNING,
+    )
+
+
+def candidate_nodes(ps: Pass, job: Job, allow_spares: bool) -> list[Node]:
+    if job.spec.pool is not None:
+        nodes = ps.pool_nodes.get(job.spec.pool, [])
+    else:
+        nodes = [n for pool_nodes in ps.pool_nodes.values() for n in pool_nodes]
+    wanted = (NodeState.ACTIVE, NodeState.SPARE) if allow_spares else (NodeState.ACTIVE,)
+    return [n for n in nodes if ps.states.get(n.name) in wanted and ps.placeable(n)]
+
+
+def _place_gang(
+    ps: Pass, cap: Capacity, job: Job, keep: list[Pod], need: int
+) -> list[tuple[int, Placement]]:
+    spec = job.spec
+    allow_spares = job.status.started and spec.healing.use_buffer
+    nodes = candidate_nodes(ps, job, allow_spares)
+    domain = topology_domain(ps.view, keep, spec.topology_key)
+    placements = cap.place(nodes, ps.states, need, spec.gpus_per_replica, domain)
+    if len(keep) + len(placements) < spec.min_replicas:
+        return []  # all of the gang or nothing
+    cap.commit(placements, spec.gpus_per_replica)
+    taken = {w.rank for w in keep}
+    ranks = [r for r in range(spec.max_replicas + len(keep) + need) if r not in taken]
+    return list(zip(ranks, placements, strict=False))
+
+
+def _act_on_placements(
+    ps: Pass, job: Job, placed: list[tuple[int, Placement]], heal: _Heal
+) -> None:
+    for rank, pl in placed:
+        if pl.claims_spare and ps.states.get(pl.node) is NodeState.SPARE:
+            ps.set_state(
+                pl.node,
+                NodeState.ACTIVE,
+                Reason.NODE_CLAIMED,
+                f"claimed from the buffer by {job.key}",
+            )
+        for victim in pl.victims:
+            preempt(ps, victim, f"a worker of {job.key}")
+        replaces, fault_at = heal.lost.get(rank, (None, None))
+        name = ps.new_pod_name(job.namespace, f"{job.name}-{rank}")
+        ps.pod_actions.append(
+            CreatePod(
+                namespace=job.namespace,
+                name=name,
+                kind=PodKind.WORKER,
+                owner=job.key,
+                gpus=job.spec.gpus_per_replica,
+                rank=rank,
+                nominated_node=pl.node,
+                replaces_node=replaces,
+                fault_at=fault_at,
+            )
+        )
+        if pl.bind_now:
+            _bind(ps, job, job.namespace, name, pl.node, replaces, fault_at, heal)
+
+
+def _report(
+    ps: Pass,
+    job: Job,
+    keep: list[Pod],
+    placed: list[tuple[int, Placement]],
+    heal: _Heal,
+    target: int,
+) -> None:
+    old, spec = job.status, job.spec
+    binds = {(a.namespace, a.name) for a in ps.pod_actions if isinstance(a, BindPod)}
+    total = len(keep) + len(placed)
+    bound = sum(1 for w in keep if w.node is not None or (w.namespace, w.name) in binds)
+    bound += sum(1 for _, pl in placed if pl.bind_now)
+    ready = sum(1 for w in keep if w.node is not None and w.phase is PodPhase.RUNNING)
+    if target == 0:
+        phase, message = JobPhase.WAITING, "scaled to zero"
+    elif total < spec.min_replicas:
+        phase = JobPhase.WAITING if old.started else JobPhase.PENDING
+        message = f"{total} of at least {spec.min_replicas} workers placeable; waiting for capacity"
+    elif bound < total:
+        phase = JobPhase.HEALING if old.started else JobPhase.PENDING
+        message = f"{bound}/{target} workers bound, {total - bound} waiting for GPUs"
+    elif total < target:
+        phase, message = JobPhase.DEGRADED, f"shrunk to {total}/{target} workers"
+    else:
+        phase, message = JobPhase.RUNNING, f"{total}/{target} workers bound"
+
+    conditions = set_condition(
+        old.conditions,
+        Condition(ConditionType.READY, phase is JobPhase.RUNNING, phase.value, message, ps.now),
+    )
+    conditions = set_condition(
+        conditions,
+        Condition(
+            ConditionType.DEGRADED,
+            phase in (JobPhase.DEGRADED, JobPhase.HEALING, JobPhase.WAITING),
+            phase.value,
+            message,
+            ps.now,
+        ),
+    )
+    status = TrainingJobStatus(
+        phase=phase,
+        replicas=total,
+        ready_replicas=ready,
+        selector=f"{JOB_LABEL}={job.name}",
+        restarts=heal.restarts,
+        swaps=heal.swaps,
+        last_heal=heal.last_heal,
+        conditions=conditions,
+        message=message,
+        backoff_until=heal.backoff_until,
+    )
+    if phase is not old.phase:
+        _phase_event(ps, job, old.phase, phase, message)
+    if status != old:
+        ps.status_actions.append(PatchJobStatus(job.namespace, job.name, status))
+
+
+def _phase_event(ps: Pass, job: Job, old: JobPhase | None, new: JobPhase, message: str) -> None:
+    reason = {
+        JobPhase.WAITING: Reason.JOB_WAITING,
+        JobPhase.DEGRADED: Reason.JOB_SHRUNK,
+        JobPhase.PENDING: Reason.GANG_UNSCHEDULABLE,
+    }.get(new)
+    if new is JobPhase.RUNNING:
+        if old is JobPhase.HEALING:
+            return  # the swap has its own event
+        grown = old in (JobPhase.DEGRADED, JobPhase.WAITING)
+        reason = Reason.JOB_GROWN if grown else Reason.GANG_PLACED
+    if reason is None:
+        return
+    warn = new in (JobPhase.WAITING, JobPhase.DEGRADED, JobPhase.PENDING)
+    ps.event(
+        "TrainingJob",
+        job.namespace,
+        job.name,
+        reason,
+        message,
+        EventType.WARNING if warn else EventType.NORMAL,
+    )
+
+
+def _finish(ps: Pass, job: Job, phase: JobPhase, reason: Reason, message: str) -> None:
+    old = job.status
+    ready = Condition(ConditionType.READY, False, phase.value, message, ps.now)
+    status = dataclasses.replace(
+        old,
+        phase=phase,
+        replicas=0,
+        ready_replicas=0,
+        message=message,
+        conditions=set_condition(old.conditions, ready),
+    )
+    ps.status_actions.append(PatchJobStatus(job.namespace, job.name, status))
+    warn = phase is JobPhase.FAILED
+    ps.event(
+        "TrainingJob",
+        job.namespace,
+        job.name,
+        reason,
+        message,
+        EventType.WARNING if warn else EventType.NORMAL,
+    )

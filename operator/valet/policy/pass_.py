@@ -1,0 +1,95 @@
+"""The scratch state of one decide() pass: effective node states, actions, events, wake-up."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import Counter
+
+from valet.model.enums import EventType, Health, NodeState, Reason
+from valet.model.plan import Action, EmitEvent, SetNodeState
+from valet.model.view import ClusterView, Node
+from valet.policy.config import PolicyConfig
+
+
+@dataclasses.dataclass
+class Pass:
+    view: ClusterView
+    now: float
+    config: PolicyConfig
+    states: dict[str, NodeState | None]  # state of each node after this pass's transitions
+    health: dict[str, Health]  # effective health (staleness applied)
+    pool_nodes: dict[str, list[Node]]  # pool name -> its nodes
+    node_actions: list[Action] = dataclasses.field(default_factory=list)
+    pod_actions: list[Action] = dataclasses.field(default_factory=list)
+    status_actions: list[Action] = dataclasses.field(default_factory=list)
+    early_status_actions: list[Action] = dataclasses.field(default_factory=list)
+    events: list[EmitEvent] = dataclasses.field(default_factory=list)
+    preemptions: Counter[str] = dataclasses.field(default_factory=Counter)  # by pool
+    evicted: set[str] = dataclasses.field(default_factory=set)  # pod keys evicted/deleted now
+    breaker_open: set[str] = dataclasses.field(default_factory=set)  # pool names
+    wake_at: float | None = None
+    pod_keys: set[str] = dataclasses.field(default_factory=set)  # existing and created now
+
+    def new_pod_name(self, namespace: str, prefix: str) -> str:
+        """The first ``prefix-N`` name free in the namespace (pods still terminating count)."""
+        n = 0
+        while f"{namespace}/{prefix}-{n}" in self.pod_keys:
+            n += 1
+        self.pod_keys.add(f"{namespace}/{prefix}-{n}")
+        return f"{prefix}-{n}"
+
+    def fault_time(self, node_name: str | None) -> float:
+        """When the fault that sent this node away was first seen."""
+        node = self.view.nodes.get(node_name or "")
+        if node is None:
+            return self.now
+        if node.health.verdict is Health.UNHEALTHY and node.health.since is not None:
+            return node.health.since
+        return node.faults[-1] if node.faults else self.now
+
+    def wake(self, at: float) -> None:
+        """Ask for another pass at ``at`` even if nothing changes in the cluster."""
+        if at > self.now and (self.wake_at is None or at < self.wake_at):
+            self.wake_at = at
+
+    def event(
+        self,
+        kind: str,
+        namespace: str | None,
+        name: str,
+        reason: Reason,
+        message: str,
+        type_: EventType = EventType.NORMAL,
+    ) -> None:
+        self.events.append(EmitEvent(kind, namespace, name, type_, reason, message))
+
+    def node_event(self, node: str, reason: Reason, message: str, warning: bool = False) -> None:
+        self.event(
+            "Node", None, node, reason, message, EventType.WARNING if warning else EventType.NORMAL
+        )
+
+    def set_state(self, node: str, state: NodeState, reason: Reason, message: str) -> None:
+        self.states[node] = state
+        self.node_actions.append(SetNodeState(node, state, reason))
+        warn = state in (NodeState.DRAINING, NodeState.RETIRED, NodeState.SUSPECT)
+        self.node_event(node, reason, message, warning=warn)
+
+    def placeable(self, node: Node) -> bool:
+        """May new pods go here: active or spare, healthy, ready and not cordoned by a person."""
+        return (
+            self.states.get(node.name) in (NodeState.ACTIVE, NodeState.SPARE)
+            and self.health.get(node.name) is Health.HEALTHY
+            and node.ready
+        )
+
+    def bad(self, node_name: str | None) -> bool:
+        """Workers there must move: the node is gone, draining, healing or retired."""
+        if node_name is None:
+            return False
+        if node_name not in self.view.nodes:
+            return True
+        return self.states.get(node_name) in (
+            NodeState.DRAINING,
+            NodeState.HEALING,
+            NodeState.RETIRED,
+        )

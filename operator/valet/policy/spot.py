@@ -1,0 +1,166 @@
+"""Spot work on idle GPUs: shard accounting, clean-up, and weighted bin-packing.
+
+A shard is done once a pod that ran it succeeded (recorded in pool status before
+the pod is deleted), running while a pod for it holds GPUs, and pending otherwise:
+a preempted shard returns to the queue; a done one is never started again.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+
+from valet.model.enums import NodeState, PodKind, PodPhase, Reason
+from valet.model.plan import BindPod, CreatePod, DeletePod
+from valet.model.shards import ShardSet
+from valet.model.specs import Workload
+from valet.model.view import Pod, Pool
+from valet.policy.capacity import Capacity
+from valet.policy.jobs import preempt
+from valet.policy.pass_ import Pass
+
+
+@dataclasses.dataclass
+class PoolLedger:
+    """What this pass learnt about a pool's spot work."""
+
+    done: dict[str, ShardSet]  # workload -> done shards, as recorded in pool status
+    finished: dict[str, set[int]] = dataclasses.field(default_factory=dict)  # done in this pass
+    gpu_seconds: float = 0.0
+
+
+def settle_spot(ps: Pass, cap: Capacity) -> dict[str, PoolLedger]:
+    """Record finished shards, clear finished pods, move spot pods off bad nodes."""
+    ledgers: dict[str, PoolLedger] = {}
+    for pool in ps.view.pools:
+        ledger = PoolLedger(
+            done={w.name: pool.status.done_shards(w.name) for w in pool.spec.workloads},
+            finished={w.name: set() for w in pool.spec.workloads},
+        )
+        ledgers[pool.name] = ledger
+        workloads = {w.name: w for w in pool.spec.workloads}
+        for pod in ps.view.spot_by_pool.get(pool.name, ()):
+            _settle(ps, cap, pool, ledger, workloads.get(pod.workload or ""), pod)
+    for owner, pods in ps.view.spot_by_pool.items():
+        if owner not in ledgers:  # the pool is gone
+            for pod in pods:
+                if not pod.deleting:
+                    _delete(ps, pod, Reason.WORKER_REMOVED)
+    return ledgers
+
+
+def _delete(ps: Pass, pod: Pod, reason: Reason) -> None:
+    ps.pod_actions.append(DeletePod(pod.namespace, pod.name, reason))
+    ps.evicted.add(pod.key)
+
+
+def _settle(
+    ps: Pass, cap: Capacity, pool: Pool, ledger: PoolLedger, wl: Workload | None, pod: Pod
+) -> None:
+    if pod.deleting:
+        return
+    started = pod.started_at if pod.started_at is not None else ps.now
+    if pod.phase is PodPhase.SUCCEEDED:
+        if wl is not None and pod.shard is not None:
+            ledger.finished[wl.name].add(pod.shard)
+        ledger.gpu_seconds += pod.gpus * max(0.0, ps.now - started)
+        _delete(ps, pod, Reason.SHARD_DONE)
+    elif pod.phase is PodPhase.FAILED:
+        _delete(ps, pod, Reason.SHARD_REQUEUED)
+    elif wl is None or wl.namespace != pod.namespace:
+        _delete(ps, pod, Reason.WORKER_REMOVED)  # its workload left the spec
+    elif pod.shard is not None and (
+        pod.shard in ledger.done[wl.name] or pod.shard in ledger.finished[wl.name]
+    ):
+        _delete(ps, pod, Reason.SHARD_DONE)  # never run a done shard twice
+    elif pod.node is None:
+        node = ps.view.nodes.get(pod.nominated_node or "")
+        if node is not None and ps.placeable(node) and cap.try_bind(node, pod.gpus):
+            ps.pod_actions.append(BindPod(pod.namespace, pod.name, node.name))
+        else:
+            _delete(ps, pod, Reason.WORKER_REMOVED)
+    elif ps.bad(pod.node) or ps.states.get(pod.node) is NodeState.SUSPECT:
+        cap.remove_spot(pod)
+        if wl.shards is None:
+            ledger.gpu_seconds += pod.gpus * max(0.0, ps.now - started)
+        preempt(ps, pod, f"node {pod.node} leaving service", Reason.NODE_DRAINING)
+
+
+def running_shards(ps: Pass, pool: Pool, workload: str) -> set[int]:
+    """Shards with a pod that still holds GPUs or is about to (not finished, not failed)."""
+    return {
+        p.shard
+        for p in ps.view.spot_by_pool.get(pool.name, ())
+        if p.workload == workload and p.shard is not None and not p.phase.terminal
+    }
+
+
+def _pending(ps: Pass, pool: Pool, wl: Workload, ledger: PoolLedger) -> Iterator[int | None]:
+    if wl.shards is not None:
+        skip = running_shards(ps, pool, wl.name) | ledger.finished[wl.name]
+        yield from (i for i in ledger.done[wl.name].missing(wl.shards) if i not in skip)
+        return
+    live = sum(
+        1
+        for p in ps.view.spot_by_pool.get(pool.name, ())
+        if p.workload == wl.name and p.live and p.key not in ps.evicted
+    )
+    limit = wl.max_pods if wl.max_pods is not None else 1 << 30
+    for _ in range(max(0, limit - live)):
+        yield None
+
+
+def pack_spot(ps: Pass, cap: Capacity, ledgers: dict[str, PoolLedger]) -> None:
+    """Fill idle GPUs, spares first and fullest first, sharing by workload weight."""
+    for pool in ps.view.pools:
+        if not pool.spec.workloads:
+            continue
+        nodes = [n for n in ps.pool_nodes[pool.name] if ps.placeable(n) and cap.free[n.name] > 0]
+        if not nodes:
+            continue
+        queues = {wl.name: _pending(ps, pool, wl, ledgers[pool.name]) for wl in pool.spec.workloads}
+        using = {
+            wl.name: sum(
+                p.gpus
+                for p in ps.view.spot_by_pool.get(pool.name, ())
+                if p.workload == wl.name and p.live and p.key not in ps.evicted
+            )
+            for wl in pool.spec.workloads
+        }
+        active = list(pool.spec.workloads)
+        while active and nodes:
+            wl = min(active, key=lambda w: (using[w.name] / w.weight, w.name))
+            fitting = [n for n in nodes if cap.free[n.name] >= wl.gpus_per_pod]
+            item = next(queues[wl.name], StopIteration) if fitting else StopIteration
+            if item is StopIteration:
+                active.remove(wl)
+                continue
+            node = min(
+                fitting,
+                key=lambda n: (ps.states[n.name] is not NodeState.SPARE, cap.free[n.name], n.name),
+            )
+            shard = item if isinstance(item, int) else None
+            _create(ps, pool, wl, shard, node.name)
+            cap.free[node.name] -= wl.gpus_per_pod
+            cap.bound[node.name] += wl.gpus_per_pod
+            using[wl.name] += wl.gpus_per_pod
+            if cap.free[node.name] <= 0:
+                nodes.remove(node)
+
+
+def _create(ps: Pass, pool: Pool, wl: Workload, shard: int | None, node: str) -> None:
+    prefix = f"{pool.name}-{wl.name}" + (f"-s{shard}" if shard is not None else "")
+    name = ps.new_pod_name(wl.namespace, prefix)
+    ps.pod_actions.append(
+        CreatePod(
+            namespace=wl.namespace,
+            name=name,
+            kind=PodKind.SPOT,
+            owner=pool.name,
+            gpus=wl.gpus_per_pod,
+            workload=wl.name,
+            shard=shard,
+            nominated_node=node,
+        )
+    )
+    ps.pod_actions.append(BindPod(wl.namespace, name, node))
