@@ -243,7 +243,11 @@ class SpotPoolSpec:
     workloads: tuple[Workload, ...] = ()
 
     def selects(self, labels: Mapping[str, str]) -> bool:
-        return all(labels.get(k) == v for k, v in self.node_selector.items())
+        # An explicit loop: this runs for every node on every pass.
+        for key, value in self.node_selector.items():  # noqa: SIM110
+            if labels.get(key) != value:
+                return False
+        return True
 
     @classmethod
     def parse(cls, raw: Raw, path: str = "spec") -> SpotPoolSpec:

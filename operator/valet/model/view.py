@@ -86,20 +86,21 @@ class Pod:
     fault_at: float | None = None
     created_at: float = 0.0
     started_at: float | None = None
+    # Derived once (policy asks these of every pod on every pass):
+    # holds_gpus: bound and not finished, so its GPUs are taken (also while deleting);
+    # live: neither finished nor on its way out.
+    key: str = dataclasses.field(init=False, repr=False, compare=False)
+    holds_gpus: bool = dataclasses.field(init=False, repr=False, compare=False)
+    live: bool = dataclasses.field(init=False, repr=False, compare=False)
 
-    @property
-    def key(self) -> str:
-        return f"{self.namespace}/{self.name}"
+    def __post_init__(self) -> None:
+        terminal = self.phase in _TERMINAL
+        object.__setattr__(self, "key", f"{self.namespace}/{self.name}")
+        object.__setattr__(self, "holds_gpus", self.node is not None and not terminal)
+        object.__setattr__(self, "live", not self.deleting and not terminal)
 
-    @property
-    def holds_gpus(self) -> bool:
-        """Bound and not finished: its GPUs are taken (also while it is being deleted)."""
-        return self.node is not None and not self.phase.terminal
 
-    @property
-    def live(self) -> bool:
-        """Neither finished nor on its way out."""
-        return not self.deleting and not self.phase.terminal
+_TERMINAL = frozenset({PodPhase.SUCCEEDED, PodPhase.FAILED})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -160,7 +161,10 @@ class ClusterView:
         return {k: tuple(v) for k, v in index.items()}
 
     def pool_of(self, node: Node) -> Pool | None:
-        return next((pool for pool in self.pools if pool.spec.selects(node.labels)), None)
+        for pool in self.pools:
+            if pool.spec.selects(node.labels):
+                return pool
+        return None
 
     def used_gpus(self, node: str) -> int:
         """GPUs bound or nominated on a node: the kubelet's and valet's own accounting."""

@@ -2,21 +2,24 @@
 
 from __future__ import annotations
 
-from valet.model.enums import NodeState, PodKind, Reason
+from valet.model.enums import NodeState, Reason
 from valet.model.view import Node, Pool
+from valet.policy.capacity import Capacity
 from valet.policy.pass_ import Pass
 
 
 def buffer_target(ps: Pass, pool: Pool) -> int:
-    members = [n for n in ps.pool_nodes[pool.name] if ps.states[n.name] is not NodeState.RETIRED]
-    return pool.spec.buffer.target(len(members))
+    """Spares wanted: a count, or a percent of the pool's nodes that are not retired."""
+    nodes = ps.pool_nodes[pool.name]
+    retired = sum(1 for n in nodes if ps.states[n.name] is NodeState.RETIRED)
+    return pool.spec.buffer.target(len(nodes) - retired)
 
 
 def spares_of(ps: Pass, pool: Pool) -> list[Node]:
     return [n for n in ps.pool_nodes[pool.name] if ps.states[n.name] is NodeState.SPARE]
 
 
-def rebalance(ps: Pass) -> None:
+def rebalance(ps: Pass, cap: Capacity) -> None:
     """Release spares beyond target; promote idle healthy active nodes up to target."""
     for pool in ps.view.pools:
         target = buffer_target(ps, pool)
@@ -28,17 +31,14 @@ def rebalance(ps: Pass) -> None:
         missing = target - len(spares)
         if missing <= 0:
             continue
-        idle = [n for n in ps.pool_nodes[pool.name] if _idle_active(ps, n)]
+        idle = [
+            n
+            for n in ps.pool_nodes[pool.name]
+            if ps.states[n.name] is NodeState.ACTIVE
+            and n.name not in cap.workers_on
+            and ps.placeable(n)
+        ]
         for node in sorted(idle, key=lambda n: n.name)[:missing]:
             ps.set_state(
                 node.name, NodeState.SPARE, Reason.NODE_SPARE, f"held in the buffer of {pool.name}"
             )
-
-
-def _idle_active(ps: Pass, node: Node) -> bool:
-    if ps.states[node.name] is not NodeState.ACTIVE or not ps.placeable(node):
-        return False
-    return not any(
-        p.kind is PodKind.WORKER and (p.holds_gpus or p.live)
-        for p in ps.view.pods_by_node.get(node.name, ())
-    )

@@ -7,7 +7,7 @@ reserves them in the scratch accounting, and the callers turn them into actions.
 from __future__ import annotations
 
 import dataclasses
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 
 from valet.model.enums import NodeState, PodKind
@@ -44,24 +44,33 @@ class Capacity:
 
     def __init__(self, view: ClusterView) -> None:
         self.view = view
-        self.free: dict[str, int] = {}
-        self.bound: dict[str, int] = {}
-        self.releasing: dict[str, int] = {}
-        self.spot: dict[str, list[Pod]] = {}
-        for name, node in view.nodes.items():
-            pods = view.pods_by_node.get(name, ())
-            bound = sum(p.gpus for p in pods if p.holds_gpus)
-            nominated = sum(p.gpus for p in pods if p.node is None and p.live)
-            self.bound[name] = bound
-            self.free[name] = node.gpus - bound - nominated
-            self.releasing[name] = sum(p.gpus for p in pods if p.holds_gpus and p.deleting)
-            self.spot[name] = [
-                p for p in pods if p.kind is PodKind.SPOT and p.holds_gpus and p.live
-            ]
+        self.free: dict[str, int] = {name: node.gpus for name, node in view.nodes.items()}
+        self.bound: defaultdict[str, int] = defaultdict(int)
+        self.releasing: defaultdict[str, int] = defaultdict(int)
+        self.spot: defaultdict[str, list[Pod]] = defaultdict(list)
+        self.workers_on: set[str] = set()  # nodes with a worker bound or nominated
+        for pod in view.pods:
+            if pod.holds_gpus:
+                name = pod.node
+            elif pod.node is None and pod.live and pod.nominated_node is not None:
+                name = pod.nominated_node
+            else:
+                continue
+            if name not in self.free:
+                continue
+            self.free[name] -= pod.gpus
+            if pod.kind is PodKind.WORKER:
+                self.workers_on.add(name)
+            if pod.holds_gpus:
+                self.bound[name] += pod.gpus
+                if pod.deleting:
+                    self.releasing[name] += pod.gpus
+                elif pod.kind is PodKind.SPOT:
+                    self.spot[name].append(pod)
 
     def remove_spot(self, pod: Pod) -> None:
         """A spot pod is being evicted this pass: its GPUs are on their way out."""
-        if pod.node is not None and pod in self.spot.get(pod.node, ()):
+        if pod.node is not None and pod in self.spot[pod.node]:
             self.spot[pod.node].remove(pod)
             self.releasing[pod.node] += pod.gpus
 

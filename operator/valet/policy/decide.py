@@ -27,15 +27,15 @@ DEFAULT_CONFIG = PolicyConfig()
 def decide(view: ClusterView, now: float, config: PolicyConfig = DEFAULT_CONFIG) -> Plan:
     ps = lifecycle.new_pass(view, now, config)
     lifecycle.advance_nodes(ps)
+    ps.settle_states()
     cap = Capacity(view)
     ledgers = spot.settle_spot(ps, cap)
-    buffer.rebalance(ps)
+    buffer.rebalance(ps, cap)
     jobs.reconcile_jobs(ps, cap)
     spot.pack_spot(ps, cap, ledgers)
     for pool in view.pools:
         _report_pool(ps, pool, ledgers[pool.name])
-        for node in ps.pool_nodes[pool.name]:
-            lifecycle.sync_marks(ps, node)
+        lifecycle.sync_marks(ps, ps.pool_nodes[pool.name])
     actions = (
         *ps.node_actions,
         *ps.early_status_actions,
@@ -49,7 +49,12 @@ def decide(view: ClusterView, now: float, config: PolicyConfig = DEFAULT_CONFIG)
 def _report_pool(ps: Pass, pool: Pool, ledger: spot.PoolLedger) -> None:
     old = pool.status
     nodes = ps.pool_nodes[pool.name]
-    by_state = Counter(str(ps.states[n.name] or "new") for n in nodes)
+    by_state = Counter(
+        {
+            str(s or "new"): c
+            for s, c in Counter(map(ps.states.get, (n.name for n in nodes))).items()
+        }
+    )
     unknown = sum(1 for n in nodes if ps.health[n.name] is Health.UNKNOWN)
     if unknown:
         by_state["unknown"] = unknown

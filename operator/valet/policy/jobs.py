@@ -65,6 +65,8 @@ def _reconcile(ps: Pass, cap: Capacity, job: Job) -> None:
             if w.live:
                 _delete(ps, w, Reason.WORKER_REMOVED)
         return
+    if _steady(ps, job, workers):
+        return
     if any(w.phase is PodPhase.SUCCEEDED for w in workers):
         for w in workers:
             if w.live:
@@ -99,6 +101,21 @@ def _reconcile(ps: Pass, cap: Capacity, job: Job) -> None:
         _act_on_placements(ps, job, placed, heal)
 
     _report(ps, job, keep, placed, heal, target)
+
+
+def _steady(ps: Pass, job: Job, workers: tuple[Pod, ...]) -> bool:
+    """All target workers running on good nodes and already reported so: nothing to do."""
+    status, spec = job.status, job.spec
+    target = min(spec.replicas, spec.max_replicas)
+    if status.phase is not JobPhase.RUNNING or len(workers) != target:
+        return False
+    if status.replicas != target or status.ready_replicas != target:
+        return False
+    bad = ps.out_of_service
+    for w in workers:
+        if w.phase is not PodPhase.RUNNING or not w.live or w.node is None or w.node in bad:
+            return False
+    return True
 
 
 def _sort_out_workers(ps: Pass, job: Job, workers: tuple[Pod, ...], heal: _Heal) -> list[Pod]:

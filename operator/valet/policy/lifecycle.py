@@ -32,28 +32,34 @@ CORDONED_STATES = frozenset(
 )
 
 
-def effective_health(node: Node, now: float, config: PolicyConfig) -> Health:
-    """The agent's verdict, or UNKNOWN when it has gone silent or never spoke."""
-    beat = node.health.heartbeat
-    if beat is None or now - beat > config.staleness_seconds:
-        return Health.UNKNOWN
-    return node.health.verdict
+_IN_SERVICE = (NodeState.ACTIVE, NodeState.SPARE)
 
 
 def new_pass(view: ClusterView, now: float, config: PolicyConfig) -> Pass:
+    """Start a pass; a node whose agent is silent beyond staleness (or never spoke) is UNKNOWN."""
     pool_nodes: dict[str, list[Node]] = {pool.name: [] for pool in view.pools}
-    for node in view.nodes.values():
-        pool = view.pool_of(node)
-        if pool is not None:
-            pool_nodes[pool.name].append(node)
+    states: dict[str, NodeState | None] = {}
+    health: dict[str, Health] = {}
+    stale_before = now - config.staleness_seconds
+    selectors = [(pool_nodes[p.name], tuple(p.spec.node_selector.items())) for p in view.pools]
+    for name, node in view.nodes.items():
+        states[name] = node.state
+        beat = node.health.heartbeat
+        health[name] = (
+            Health.UNKNOWN if beat is None or beat < stale_before else node.health.verdict
+        )
+        labels = node.labels
+        for members, selector in selectors:  # a node belongs to the first pool selecting it
+            if all(labels.get(k) == v for k, v in selector):
+                members.append(node)
+                break
     return Pass(
         view=view,
         now=now,
         config=config,
-        states={name: node.state for name, node in view.nodes.items()},
-        health={name: effective_health(node, now, config) for name, node in view.nodes.items()},
+        states=states,
+        health=health,
         pool_nodes=pool_nodes,
-        pod_keys={pod.key for pod in view.pods},
     )
 
 
@@ -64,10 +70,13 @@ def is_lemon(node: Node, pool: Pool, now: float) -> bool:
 
 def advance_nodes(ps: Pass) -> None:
     """Move every pool node one step through its lifecycle."""
+    states, health = ps.states, ps.health
     for pool in ps.view.pools:
         nodes = ps.pool_nodes[pool.name]
         to_drain: list[Node] = []
         for node in nodes:
+            if health[node.name] is Health.HEALTHY and states[node.name] in _IN_SERVICE:
+                continue  # the common case: healthy and in service, nothing to do
             if _step(ps, node, pool):
                 to_drain.append(node)
         _drain_within_breaker(ps, pool, nodes, to_drain)
@@ -116,7 +125,8 @@ def _drain_within_breaker(ps: Pass, pool: Pool, nodes: list[Node], to_drain: lis
         return
     breaker = pool.spec.circuit_breaker
     recent = sum(1 for n in nodes if n.faults and ps.now - n.faults[-1] <= breaker.window_seconds)
-    allowed = int(len(nodes) * breaker.max_failed_percent / 100) - recent
+    # A single failure always drains, however small the pool.
+    allowed = max(1, int(len(nodes) * breaker.max_failed_percent / 100)) - recent
     for i, node in enumerate(sorted(to_drain, key=lambda n: n.name)):
         if i >= allowed:
             ps.breaker_open.add(pool.name)
@@ -195,12 +205,14 @@ def _heal(ps: Pass, node: Node, pool: Pool, health: Health, since: float) -> Non
     _request(ps, node, Remediation.REBOOT, rem.attempts + 1)
 
 
-def sync_marks(ps: Pass, node: Node) -> None:
-    """Cordon and spare taint follow the node's final state of this pass."""
-    state = ps.states[node.name]
-    cordon = state in CORDONED_STATES
-    if cordon != node.unschedulable:
-        ps.node_actions.append(SetCordon(node.name, cordon))
-    spare = state is NodeState.SPARE
-    if spare != node.spare_taint:
-        ps.node_actions.append(SetSpareTaint(node.name, spare))
+def sync_marks(ps: Pass, nodes: list[Node]) -> None:
+    """Cordon and spare taint follow each node's final state of this pass."""
+    states, actions = ps.states, ps.node_actions
+    for node in nodes:
+        state = states[node.name]
+        cordon = state in CORDONED_STATES
+        if cordon != node.unschedulable:
+            actions.append(SetCordon(node.name, cordon))
+        spare = state is NodeState.SPARE
+        if spare != node.spare_taint:
+            actions.append(SetSpareTaint(node.name, spare))

@@ -10,6 +10,9 @@ from valet.model.plan import Action, EmitEvent, SetNodeState
 from valet.model.view import ClusterView, Node
 from valet.policy.config import PolicyConfig
 
+_IN_SERVICE = frozenset({NodeState.ACTIVE, NodeState.SPARE})
+_OUT_OF_SERVICE = frozenset({NodeState.DRAINING, NodeState.HEALING, NodeState.RETIRED})
+
 
 @dataclasses.dataclass
 class Pass:
@@ -28,14 +31,18 @@ class Pass:
     evicted: set[str] = dataclasses.field(default_factory=set)  # pod keys evicted/deleted now
     breaker_open: set[str] = dataclasses.field(default_factory=set)  # pool names
     wake_at: float | None = None
-    pod_keys: set[str] = dataclasses.field(default_factory=set)  # existing and created now
+    _pod_keys: set[str] | None = None  # existing and created now; built on first use
+    in_service: set[str] = dataclasses.field(default_factory=set)
+    out_of_service: set[str] = dataclasses.field(default_factory=set)
 
     def new_pod_name(self, namespace: str, prefix: str) -> str:
         """The first ``prefix-N`` name free in the namespace (pods still terminating count)."""
+        if self._pod_keys is None:
+            self._pod_keys = {pod.key for pod in self.view.pods}
         n = 0
-        while f"{namespace}/{prefix}-{n}" in self.pod_keys:
+        while f"{namespace}/{prefix}-{n}" in self._pod_keys:
             n += 1
-        self.pod_keys.add(f"{namespace}/{prefix}-{n}")
+        self._pod_keys.add(f"{namespace}/{prefix}-{n}")
         return f"{prefix}-{n}"
 
     def fault_time(self, node_name: str | None) -> float:
@@ -74,22 +81,28 @@ class Pass:
         warn = state in (NodeState.DRAINING, NodeState.RETIRED, NodeState.SUSPECT)
         self.node_event(node, reason, message, warning=warn)
 
-    def placeable(self, node: Node) -> bool:
-        """May new pods go here: active or spare, healthy, ready and not cordoned by a person."""
-        return (
-            self.states.get(node.name) in (NodeState.ACTIVE, NodeState.SPARE)
-            and self.health.get(node.name) is Health.HEALTHY
+    def settle_states(self) -> None:
+        """Freeze which nodes take new pods and which must be left, once lifecycle has run.
+
+        Later steps only move nodes between active and spare, which changes neither set.
+        """
+        self.in_service = {
+            name
+            for name, node in self.view.nodes.items()
+            if self.states[name] in _IN_SERVICE
+            and self.health[name] is Health.HEALTHY
             and node.ready
-        )
+        }
+        self.out_of_service = {
+            name for name, state in self.states.items() if state in _OUT_OF_SERVICE
+        }
+
+    def placeable(self, node: Node) -> bool:
+        """May new pods go here: active or spare, healthy and ready."""
+        return node.name in self.in_service
 
     def bad(self, node_name: str | None) -> bool:
         """Workers there must move: the node is gone, draining, healing or retired."""
         if node_name is None:
             return False
-        if node_name not in self.view.nodes:
-            return True
-        return self.states.get(node_name) in (
-            NodeState.DRAINING,
-            NodeState.HEALING,
-            NodeState.RETIRED,
-        )
+        return node_name in self.out_of_service or node_name not in self.view.nodes

@@ -105,7 +105,9 @@ class SimCluster:
         startup_seconds: float = 0.0,
         remediation: RemediationModel = _instant_success,
         spot_runtime: Callable[[Pod], float | None] = lambda pod: None,
+        finish_grid: float = 0.0,
     ) -> None:
+        self.finish_grid = finish_grid
         self.nodes: dict[str, NodeRec] = {}
         self.pods: dict[str, PodRec] = {}
         self.jobs: dict[str, Job] = {}
@@ -121,6 +123,7 @@ class SimCluster:
         self.on_action: list[Callable[[Action, float], None]] = []
         self.delete_grace_seconds = 30.0
         self._timers: list[tuple[float, int, str, str]] = []
+        self._on_node: dict[str, set[str]] = {}
         self._seq = 0
 
     # --- building -----------------------------------------------------------------------
@@ -241,9 +244,9 @@ class SimCluster:
         rec = self.pods.get(key)
         if rec is None or rec.pod.node is not None:
             return
-        used = sum(
-            r.pod.gpus for r in self.pods.values() if r.pod.node == node and r.pod.holds_gpus
-        )
+        on_node = self._on_node.setdefault(node, set())
+        used = sum(self.pods[k].pod.gpus for k in on_node if self.pods[k].pod.holds_gpus)
+        on_node.add(key)
         if used + rec.pod.gpus > self.nodes[node].gpus:
             # kubelet admission: OutOfnvidia.com/gpu
             self._set_pod(key, node=node, phase=PodPhase.FAILED)
@@ -304,35 +307,44 @@ class SimCluster:
         return math.inf
 
     def advance(self, now: float) -> bool:
-        """Play every deadline up to ``now``; True when anything changed."""
+        """Play every deadline up to ``now``; True when anything policy reads changed."""
         changed = False
         while self._timers and self._timers[0][0] <= now:
             at, _, what, key = heapq.heappop(self._timers)
             if self._due(at, what, key):
-                getattr(self, f"_on_{what}")(key, at)
-                changed = True
+                changed = getattr(self, f"_on_{what}")(key, at) or changed
         return changed
 
-    def _on_gone(self, key: str, at: float) -> None:
-        del self.pods[key]
+    def _on_gone(self, key: str, at: float) -> bool:
+        node = self.pods.pop(key).pod.node
+        if node is not None:
+            self._on_node[node].discard(key)
         self._pods_view = None
+        return True
 
-    def _on_running(self, key: str, at: float) -> None:
+    def _on_running(self, key: str, at: float) -> bool:
         rec = self.pods[key]
         rec.running_at = None
-        if rec.pod.phase is PodPhase.PENDING and not rec.pod.deleting:
-            self._set_pod(key, phase=PodPhase.RUNNING, started_at=at)
-            if rec.runtime is not None:
-                rec.finish_at = at + rec.runtime
-                self._timer(rec.finish_at, "finish", key)
+        if rec.pod.phase is not PodPhase.PENDING or rec.pod.deleting:
+            return False
+        self._set_pod(key, phase=PodPhase.RUNNING, started_at=at)
+        if rec.runtime is not None:
+            rec.finish_at = at + rec.runtime
+            if self.finish_grid:
+                rec.finish_at = math.ceil(rec.finish_at / self.finish_grid) * self.finish_grid
+            self._timer(rec.finish_at, "finish", key)
+        # Policy treats a starting and a running spot pod alike: no pass needed for it.
+        return rec.pod.kind is not PodKind.SPOT
 
-    def _on_finish(self, key: str, at: float) -> None:
+    def _on_finish(self, key: str, at: float) -> bool:
         rec = self.pods[key]
         rec.finish_at = None
-        if not rec.pod.deleting:
-            self._set_pod(key, phase=PodPhase.SUCCEEDED)
+        if rec.pod.deleting:
+            return False
+        self._set_pod(key, phase=PodPhase.SUCCEEDED)
+        return True
 
-    def _on_remediation(self, name: str, at: float) -> None:
+    def _on_remediation(self, name: str, at: float) -> bool:
         rec = self.nodes[name]
         rec.remediation_due = None
         ok = rec.remediation_ok
@@ -341,3 +353,4 @@ class SimCluster:
         if ok and rec.remediation.requested is not Remediation.DIAGNOSE:
             rec.health = NodeHealth(Health.HEALTHY, (), since=at, heartbeat=at)
         self.touch(name)
+        return True
