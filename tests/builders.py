@@ -55,8 +55,17 @@ def spot(
 ) -> Pod:
     kw.setdefault("phase", PodPhase.RUNNING)
     kw.setdefault("started_at", 0.0)
-    return Pod("batch", name, PodKind.SPOT, gpus, pool, node=node_name, workload=workload,
-               shard=shard, **kw)
+    return Pod(
+        "batch",
+        name,
+        PodKind.SPOT,
+        gpus,
+        pool,
+        node=node_name,
+        workload=workload,
+        shard=shard,
+        **kw,
+    )
 
 
 def job(
@@ -96,8 +105,14 @@ def pool(
 
 
 def workload(name: str = "inf", gpus: int = 1, shards: int | None = None, **kw: Any) -> dict:
-    return {"name": name, "namespace": "batch", "gpusPerPod": gpus, "shards": shards,
-            "template": {}, **kw}
+    return {
+        "name": name,
+        "namespace": "batch",
+        "gpusPerPod": gpus,
+        "shards": shards,
+        "template": {},
+        **kw,
+    }
 
 
 def view(

@@ -49,14 +49,18 @@ def created(plan, kind=PodKind.WORKER) -> list[CreatePod]:
 
 
 def test_gang_binds_every_worker_on_active_nodes_and_leaves_the_spare_alone() -> None:
-    plan = decide(view([node("a"), node("b"), node("s", NodeState.SPARE)], jobs=[job(replicas=2)]), NOW)
+    plan = decide(
+        view([node("a"), node("b"), node("s", NodeState.SPARE)], jobs=[job(replicas=2)]), NOW
+    )
     assert sorted(a.node for a in plan.of(BindPod)) == ["a", "b"]
     assert job_status(plan).phase is JobPhase.RUNNING
     assert "s" not in states(plan)
 
 
 def test_gang_is_all_of_min_replicas_or_nothing() -> None:
-    plan = decide(view([node("a"), node("b")], jobs=[job(replicas=3, min_replicas=3)], pools=[pool(0)]), NOW)
+    plan = decide(
+        view([node("a"), node("b")], jobs=[job(replicas=3, min_replicas=3)], pools=[pool(0)]), NOW
+    )
     assert plan.of(CreatePod) == []
     status = job_status(plan)
     assert status.phase is JobPhase.PENDING
@@ -67,8 +71,10 @@ def test_gang_is_all_of_min_replicas_or_nothing() -> None:
     "bad",
     [
         pytest.param(node("x", health=Health.UNHEALTHY, signals=("xid:79",)), id="unhealthy"),
-        pytest.param(node("x", NodeState.SUSPECT, health=Health.SUSPECT,
-                          signals=("thermal-throttle",)), id="suspect"),
+        pytest.param(
+            node("x", NodeState.SUSPECT, health=Health.SUSPECT, signals=("thermal-throttle",)),
+            id="suspect",
+        ),
         pytest.param(node("x", NodeState.DRAINING), id="draining"),
         pytest.param(node("x", NodeState.HEALING), id="healing"),
         pytest.param(node("x", NodeState.RETIRED), id="retired"),
@@ -77,15 +83,21 @@ def test_gang_is_all_of_min_replicas_or_nothing() -> None:
     ],
 )
 def test_never_places_a_worker_on_a_node_out_of_service(bad) -> None:
-    plan = decide(view([bad, node("a")], jobs=[job(replicas=2, min_replicas=1)], pools=[pool(0)]), NOW)
+    plan = decide(
+        view([bad, node("a")], jobs=[job(replicas=2, min_replicas=1)], pools=[pool(0)]), NOW
+    )
     assert [a.node for a in plan.of(BindPod)] == ["a"]
 
 
 def test_prefers_fewer_fuller_nodes_and_never_overcommits() -> None:
     other = worker("other", "a", job="ns/other", gpus=6)
     plan = decide(
-        view([node("a"), node("b"), node("c")], pods=[other],
-             jobs=[job(replicas=4, gpus=2, min_replicas=4)], pools=[pool(0)]),
+        view(
+            [node("a"), node("b"), node("c")],
+            pods=[other],
+            jobs=[job(replicas=4, gpus=2, min_replicas=4)],
+            pools=[pool(0)],
+        ),
         NOW,
     )
     binds = [a.node for a in plan.of(BindPod)]
@@ -97,14 +109,23 @@ def test_prefers_fewer_fuller_nodes_and_never_overcommits() -> None:
 
 def test_buffer_promotes_idle_nodes_to_target_and_taints_them() -> None:
     busy = worker("w", "a", job="ns/j")
-    plan = decide(view([node("a"), node("b"), node("c")], pods=[busy],
-                       jobs=[job(replicas=1, status=RUNNING)], pools=[pool(2)]), NOW)
+    plan = decide(
+        view(
+            [node("a"), node("b"), node("c")],
+            pods=[busy],
+            jobs=[job(replicas=1, status=RUNNING)],
+            pools=[pool(2)],
+        ),
+        NOW,
+    )
     assert states(plan) == {"b": NodeState.SPARE, "c": NodeState.SPARE}
     assert {a.node for a in plan.of(SetSpareTaint) if a.present} == {"b", "c"}
 
 
 def test_buffer_releases_spares_above_target() -> None:
-    plan = decide(view([node("s1", NodeState.SPARE), node("s2", NodeState.SPARE)], pools=[pool(1)]), NOW)
+    plan = decide(
+        view([node("s1", NodeState.SPARE), node("s2", NodeState.SPARE)], pools=[pool(1)]), NOW
+    )
     assert list(states(plan).values()) == [NodeState.ACTIVE]
 
 
@@ -112,7 +133,9 @@ def test_buffer_releases_spares_above_target() -> None:
 
 
 def _failing_cluster(spare_spots: dict[str, int], notice: int = 45):
-    failing = node("bad", NodeState.ACTIVE, health=Health.UNHEALTHY, signals=("xid:79",), since=NOW - 2)
+    failing = node(
+        "bad", NodeState.ACTIVE, health=Health.UNHEALTHY, signals=("xid:79",), since=NOW - 2
+    )
     nodes = [node("ok"), failing] + [node(name, NodeState.SPARE) for name in spare_spots]
     pods = [worker("j-0-0", "ok", rank=0), worker("j-1-0", "bad", rank=1)]
     for name, used in spare_spots.items():
@@ -131,7 +154,11 @@ def test_swap_picks_the_spare_that_evicts_fewest_spot_gpus_with_the_pools_notice
     assert sorted(a.name for a in spot_evictions) == ["s2-s0", "s2-s1", "s2-s2"]
     assert {a.grace_seconds for a in spot_evictions} == {45}
     (replacement,) = created(plan)
-    assert (replacement.nominated_node, replacement.rank, replacement.replaces_node) == ("s2", 1, "bad")
+    assert (replacement.nominated_node, replacement.rank, replacement.replaces_node) == (
+        "s2",
+        1,
+        "bad",
+    )
     assert replacement.fault_at == NOW - 2
     assert worker_binds(plan) == []  # the GPUs are not free yet
     assert states(plan)["s2"] is NodeState.ACTIVE  # claimed from the buffer
@@ -148,12 +175,17 @@ def test_swap_binds_at_once_on_a_free_spare_and_records_the_heal() -> None:
 
 
 def test_nominated_replacement_binds_once_its_gpus_are_free() -> None:
-    pending = worker("j-1-1", None, rank=1, nominated_node="s", replaces_node="bad",
-                     fault_at=NOW - 40)
+    pending = worker(
+        "j-1-1", None, rank=1, nominated_node="s", replaces_node="bad", fault_at=NOW - 40
+    )
     leaving = spot("s-s0", "s", gpus=8, deleting=True)
     nodes = [node("ok"), node("s"), node("bad", NodeState.HEALING)]
-    base = view(nodes, [worker("j-0-0", "ok"), pending, leaving],
-                [job(replicas=2, status=RUNNING)], [pool(0, [workload()])])
+    base = view(
+        nodes,
+        [worker("j-0-0", "ok"), pending, leaving],
+        [job(replicas=2, status=RUNNING)],
+        [pool(0, [workload()])],
+    )
     assert decide(base, NOW).of(BindPod) == []
     gone = view(nodes, [worker("j-0-0", "ok"), pending], base.jobs, base.pools)
     plan = decide(gone, NOW)
@@ -168,8 +200,12 @@ def _lost_one(replicas: int, min_replicas: int, extra_nodes=()):
     nodes = [node(f"n{i}") for i in range(replicas - 1)] + [node("dead", NodeState.DRAINING)]
     pods = [worker(f"j-{i}-0", f"n{i}", rank=i) for i in range(replicas - 1)]
     pods.append(worker(f"j-{replicas - 1}-0", "dead", rank=replicas - 1))
-    return view(nodes + list(extra_nodes), pods,
-                [job(replicas=replicas, min_replicas=min_replicas, status=RUNNING)], [pool(0)])
+    return view(
+        nodes + list(extra_nodes),
+        pods,
+        [job(replicas=replicas, min_replicas=min_replicas, status=RUNNING)],
+        [pool(0)],
+    )
 
 
 def test_no_spare_shrinks_the_job_but_not_below_min() -> None:
@@ -186,7 +222,9 @@ def test_grows_back_when_capacity_returns() -> None:
     shrunk = TrainingJobStatus(phase=JobPhase.DEGRADED, replicas=3)
     nodes = [node(f"n{i}") for i in range(4)]
     pods = [worker(f"j-{i}-0", f"n{i}", rank=i) for i in range(3)]
-    plan = decide(view(nodes, pods, [job(replicas=4, min_replicas=3, status=shrunk)], [pool(0)]), NOW)
+    plan = decide(
+        view(nodes, pods, [job(replicas=4, min_replicas=3, status=shrunk)], [pool(0)]), NOW
+    )
     assert [(a.rank, a.nominated_node) for a in created(plan)] == [(3, "n3")]
     assert job_status(plan).phase is JobPhase.RUNNING
 
@@ -194,13 +232,17 @@ def test_grows_back_when_capacity_returns() -> None:
 def test_scale_down_removes_the_highest_ranks() -> None:
     nodes = [node(f"n{i}") for i in range(3)]
     pods = [worker(f"j-{i}-0", f"n{i}", rank=i) for i in range(3)]
-    plan = decide(view(nodes, pods, [job(replicas=1, min_replicas=1, status=RUNNING)], [pool(0)]), NOW)
+    plan = decide(
+        view(nodes, pods, [job(replicas=1, min_replicas=1, status=RUNNING)], [pool(0)]), NOW
+    )
     assert sorted(a.name for a in plan.of(DeletePod)) == ["j-1-0", "j-2-0"]
 
 
 def test_failed_worker_counts_a_restart_and_backs_off() -> None:
     pods = [worker("j-0-0", "a", rank=0), worker("j-1-0", "b", rank=1, phase=PodPhase.FAILED)]
-    plan = decide(view([node("a"), node("b")], pods, [job(replicas=2, status=RUNNING)], [pool(0)]), NOW)
+    plan = decide(
+        view([node("a"), node("b")], pods, [job(replicas=2, status=RUNNING)], [pool(0)]), NOW
+    )
     status = job_status(plan)
     assert status.restarts == 1 and status.backoff_until == NOW + 10
     assert plan.of(CreatePod) == []  # waits for the backoff
@@ -220,8 +262,15 @@ def test_too_many_restarts_fail_the_job() -> None:
 def test_spot_fills_spares_first_then_by_weight() -> None:
     p = pool(1, [workload("big", shards=100, weight=3), workload("small", shards=100, weight=1)])
     busy = worker("w", "a", gpus=4)
-    plan = decide(view([node("a"), node("s", NodeState.SPARE)], [busy],
-                       [job(replicas=1, gpus=4, status=RUNNING)], [p]), NOW)
+    plan = decide(
+        view(
+            [node("a"), node("s", NodeState.SPARE)],
+            [busy],
+            [job(replicas=1, gpus=4, status=RUNNING)],
+            [p],
+        ),
+        NOW,
+    )
     pods = created(plan, PodKind.SPOT)
     by_node = {n: [a.workload for a in pods if a.nominated_node == n] for n in ("s", "a")}
     assert len(by_node["s"]) == 8 and len(by_node["a"]) == 4  # spares first, then idle GPUs
@@ -250,7 +299,9 @@ def test_a_preempted_shard_returns_to_the_queue_once_its_pod_is_gone() -> None:
     status = SpotPoolStatus(shards=(ShardStatus("inf", 2, ShardSet.of([0])),))
     p = pool(0, [workload(shards=2)], status=status)
     leaving = spot("x", "a", shard=1, deleting=True)
-    assert created(decide(view([node("a"), node("b")], [leaving], [], [p]), NOW), PodKind.SPOT) == []
+    assert (
+        created(decide(view([node("a"), node("b")], [leaving], [], [p]), NOW), PodKind.SPOT) == []
+    )
     plan = decide(view([node("a"), node("b")], [], [], [p]), NOW)
     assert [a.shard for a in created(plan, PodKind.SPOT)] == [1]
 
@@ -267,7 +318,10 @@ def test_spot_pods_leave_a_draining_node_with_notice() -> None:
 
 @pytest.mark.parametrize(
     ("since", "becomes"),
-    [pytest.param(NOW - 10, None, id="too-fresh"), pytest.param(NOW - 500, NodeState.SUSPECT, id="persisted")],
+    [
+        pytest.param(NOW - 10, None, id="too-fresh"),
+        pytest.param(NOW - 500, NodeState.SUSPECT, id="persisted"),
+    ],
 )
 def test_soft_signals_must_persist_before_suspect(since: float, becomes) -> None:
     n = node("a", health=Health.SUSPECT, signals=("thermal-throttle",), since=since)
@@ -302,16 +356,36 @@ def test_draining_waits_while_pods_still_hold_the_node() -> None:
 @pytest.mark.parametrize(
     ("remediation", "expected_state", "expected_request"),
     [
-        pytest.param(RemediationStatus(Remediation.REBOOT, NOW - 60, 1, Result.SUCCEEDED),
-                     None, Remediation.DIAGNOSE, id="repaired-then-diagnose"),
-        pytest.param(RemediationStatus(Remediation.DIAGNOSE, NOW - 60, 1, Result.SUCCEEDED),
-                     NodeState.SPARE, None, id="diagnosed-back-to-buffer"),
-        pytest.param(RemediationStatus(Remediation.GPU_RESET, NOW - 60, 1, Result.FAILED),
-                     None, Remediation.REBOOT, id="failed-escalates"),
-        pytest.param(RemediationStatus(Remediation.REBOOT, NOW - 60, 3, Result.FAILED),
-                     NodeState.RETIRED, None, id="cap-retires"),
-        pytest.param(RemediationStatus(Remediation.REBOOT, NOW - 7200, 1, None),
-                     None, Remediation.REBOOT, id="timeout-counts-as-failed"),
+        pytest.param(
+            RemediationStatus(Remediation.REBOOT, NOW - 60, 1, Result.SUCCEEDED),
+            None,
+            Remediation.DIAGNOSE,
+            id="repaired-then-diagnose",
+        ),
+        pytest.param(
+            RemediationStatus(Remediation.DIAGNOSE, NOW - 60, 1, Result.SUCCEEDED),
+            NodeState.SPARE,
+            None,
+            id="diagnosed-back-to-buffer",
+        ),
+        pytest.param(
+            RemediationStatus(Remediation.GPU_RESET, NOW - 60, 1, Result.FAILED),
+            None,
+            Remediation.REBOOT,
+            id="failed-escalates",
+        ),
+        pytest.param(
+            RemediationStatus(Remediation.REBOOT, NOW - 60, 3, Result.FAILED),
+            NodeState.RETIRED,
+            None,
+            id="cap-retires",
+        ),
+        pytest.param(
+            RemediationStatus(Remediation.REBOOT, NOW - 7200, 1, None),
+            None,
+            Remediation.REBOOT,
+            id="timeout-counts-as-failed",
+        ),
     ],
 )
 def test_healing(remediation, expected_state, expected_request) -> None:
@@ -330,7 +404,9 @@ def test_lemon_is_retired_instead_of_healed() -> None:
 
 
 def test_circuit_breaker_holds_draining_in_a_mass_failure() -> None:
-    nodes = [node(f"n{i}", health=Health.UNHEALTHY, signals=("xid:79",), since=NOW) for i in range(4)]
+    nodes = [
+        node(f"n{i}", health=Health.UNHEALTHY, signals=("xid:79",), since=NOW) for i in range(4)
+    ]
     nodes += [node(f"h{i}") for i in range(6)]
     plan = decide(view(nodes, pools=[pool(0, circuitBreaker={"maxFailedPercent": 20})]), NOW)
     drained = [n for n, s in states(plan).items() if s is NodeState.DRAINING]
@@ -341,6 +417,10 @@ def test_circuit_breaker_holds_draining_in_a_mass_failure() -> None:
 
 
 def test_circuit_breaker_always_lets_one_node_of_a_small_pool_drain() -> None:
-    nodes = [node("n0", health=Health.UNHEALTHY, signals=("xid:79",), since=NOW), node("n1"), node("n2")]
+    nodes = [
+        node("n0", health=Health.UNHEALTHY, signals=("xid:79",), since=NOW),
+        node("n1"),
+        node("n2"),
+    ]
     plan = decide(view(nodes, pools=[pool(0)]), NOW)
     assert states(plan) == {"n0": NodeState.DRAINING}

@@ -19,13 +19,20 @@ def test_trainingjob_defaults_match_the_crd() -> None:
 @pytest.mark.parametrize(
     ("raw", "field"),
     [
-        pytest.param({"replicas": 2, "minReplicas": 3, "template": {}}, "spec.replicas", id="min>replicas"),
-        pytest.param({"replicas": 5, "maxReplicas": 4, "template": {}}, "spec.replicas", id="replicas>max"),
+        pytest.param(
+            {"replicas": 2, "minReplicas": 3, "template": {}}, "spec.replicas", id="min>replicas"
+        ),
+        pytest.param(
+            {"replicas": 5, "maxReplicas": 4, "template": {}}, "spec.replicas", id="replicas>max"
+        ),
         pytest.param({"replicas": "two", "template": {}}, "spec.replicas", id="replicas-not-int"),
         pytest.param({"gpusPerReplica": 0, "template": {}}, "spec.gpusPerReplica", id="zero-gpus"),
         pytest.param({"replicas": 1}, "spec.template", id="no-template"),
-        pytest.param({"healing": {"useBuffer": "yes"}, "template": {}}, "spec.healing.useBuffer",
-                     id="bad-bool"),
+        pytest.param(
+            {"healing": {"useBuffer": "yes"}, "template": {}},
+            "spec.healing.useBuffer",
+            id="bad-bool",
+        ),
     ],
 )
 def test_trainingjob_errors_name_the_field(raw: dict, field: str) -> None:
@@ -39,17 +46,36 @@ def test_trainingjob_errors_name_the_field(raw: dict, field: str) -> None:
     ("raw", "field"),
     [
         pytest.param({}, "spec.nodeSelector", id="no-selector"),
-        pytest.param({"nodeSelector": {"a": "b"}, "buffer": {"count": 1, "percent": 5}},
-                     "spec.buffer", id="count-and-percent"),
-        pytest.param({"nodeSelector": {"a": "b"}, "buffer": {"percent": 101}},
-                     "spec.buffer.percent", id="percent>100"),
-        pytest.param({"nodeSelector": {"a": "b"},
-                      "workloads": [{"name": "w", "namespace": "x", "template": {}}]},
-                     "spec.workloads[0].namespace", id="namespace-not-allowed"),
-        pytest.param({"nodeSelector": {"a": "b"}, "allowedNamespaces": ["x"],
-                      "workloads": [{"name": "w", "namespace": "x", "template": {}},
-                                    {"name": "w", "namespace": "x", "template": {}}]},
-                     "spec.workloads", id="duplicate-workloads"),
+        pytest.param(
+            {"nodeSelector": {"a": "b"}, "buffer": {"count": 1, "percent": 5}},
+            "spec.buffer",
+            id="count-and-percent",
+        ),
+        pytest.param(
+            {"nodeSelector": {"a": "b"}, "buffer": {"percent": 101}},
+            "spec.buffer.percent",
+            id="percent>100",
+        ),
+        pytest.param(
+            {
+                "nodeSelector": {"a": "b"},
+                "workloads": [{"name": "w", "namespace": "x", "template": {}}],
+            },
+            "spec.workloads[0].namespace",
+            id="namespace-not-allowed",
+        ),
+        pytest.param(
+            {
+                "nodeSelector": {"a": "b"},
+                "allowedNamespaces": ["x"],
+                "workloads": [
+                    {"name": "w", "namespace": "x", "template": {}},
+                    {"name": "w", "namespace": "x", "template": {}},
+                ],
+            },
+            "spec.workloads",
+            id="duplicate-workloads",
+        ),
     ],
 )
 def test_spotpool_errors_name_the_field(raw: dict, field: str) -> None:
@@ -60,8 +86,13 @@ def test_spotpool_errors_name_the_field(raw: dict, field: str) -> None:
 
 @pytest.mark.parametrize(
     ("buffer", "size", "target"),
-    [({"count": 3}, 10, 3), ({"count": 30}, 10, 10), ({"percent": 5}, 100, 5),
-     ({"percent": 5}, 30, 2), ({}, 10, 0)],
+    [
+        ({"count": 3}, 10, 3),
+        ({"count": 30}, 10, 10),
+        ({"percent": 5}, 100, 5),
+        ({"percent": 5}, 30, 2),
+        ({}, 10, 0),
+    ],
 )
 def test_buffer_target(buffer: dict, size: int, target: int) -> None:
     spec = SpotPoolSpec.parse({"nodeSelector": {"a": "b"}, "buffer": buffer})
@@ -70,9 +101,17 @@ def test_buffer_target(buffer: dict, size: int, target: int) -> None:
 
 def test_statuses_round_trip_through_their_wire_form() -> None:
     job = TrainingJobStatus.parse(
-        {"phase": "Healing", "replicas": 3, "swaps": 2,
-         "lastHeal": {"failedNode": "a", "spare": "b", "faultTime": "2026-01-01T00:00:00Z",
-                      "boundTime": "2026-01-01T00:00:02.500Z"}}
+        {
+            "phase": "Healing",
+            "replicas": 3,
+            "swaps": 2,
+            "lastHeal": {
+                "failedNode": "a",
+                "spare": "b",
+                "faultTime": "2026-01-01T00:00:00Z",
+                "boundTime": "2026-01-01T00:00:02.500Z",
+            },
+        }
     )
     assert job.last_heal is not None and job.last_heal.seconds == 2.5
     assert TrainingJobStatus.parse(job.to_dict()) == job

@@ -9,10 +9,15 @@ from valet.policy.pass_ import Pass
 
 
 def buffer_target(ps: Pass, pool: Pool) -> int:
-    """Spares wanted: a count, or a percent of the pool's nodes that are not retired."""
-    nodes = ps.pool_nodes[pool.name]
-    retired = sum(1 for n in nodes if ps.states[n.name] is NodeState.RETIRED)
-    return pool.spec.buffer.target(len(nodes) - retired)
+    """Spares wanted: a count, or a percent of the pool's nodes that are not retired.
+
+    Lifecycle has run when this is asked, so retirements are final for the pass.
+    """
+    if pool.name not in ps.targets:
+        nodes = ps.pool_nodes[pool.name]
+        retired = sum(1 for n in nodes if ps.states[n.name] is NodeState.RETIRED)
+        ps.targets[pool.name] = pool.spec.buffer.target(len(nodes) - retired)
+    return ps.targets[pool.name]
 
 
 def spares_of(ps: Pass, pool: Pool) -> list[Node]:

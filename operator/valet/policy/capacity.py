@@ -74,8 +74,13 @@ class Capacity:
             self.spot[pod.node].remove(pod)
             self.releasing[pod.node] += pod.gpus
 
-    def fits_now(self, node: str, gpus: int) -> bool:
-        return self.free.get(node, 0) >= gpus
+    def _could_take(self, node: str, gpus: int) -> bool:
+        free = self.free[node]
+        if free >= gpus:
+            return True
+        spot = self.spot.get(node)
+        evictable = sum(p.gpus for p in spot) if spot else 0
+        return free + self.releasing.get(node, 0) + evictable >= gpus
 
     def place(
         self,
@@ -91,9 +96,11 @@ class Capacity:
         evicted, same topology domain, least free left (best fit), name.
         """
         topo_key, topo_value = domain
+        # Cheap first cut: most nodes of a busy fleet have nothing to offer.
+        nodes = [n for n in nodes if self._could_take(n.name, gpus)]
         free = {n.name: self.free[n.name] for n in nodes}
-        spot = {n.name: list(self.spot[n.name]) for n in nodes}
-        releasing = {n.name: self.releasing[n.name] for n in nodes}
+        spot = {n.name: list(self.spot.get(n.name, ())) for n in nodes}
+        releasing = {n.name: self.releasing.get(n.name, 0) for n in nodes}
 
         def score(node: Node) -> tuple[int, int, int, int, int, str] | None:
             avail = free[node.name] + releasing[node.name]

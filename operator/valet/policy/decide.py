@@ -27,7 +27,6 @@ DEFAULT_CONFIG = PolicyConfig()
 def decide(view: ClusterView, now: float, config: PolicyConfig = DEFAULT_CONFIG) -> Plan:
     ps = lifecycle.new_pass(view, now, config)
     lifecycle.advance_nodes(ps)
-    ps.settle_states()
     cap = Capacity(view)
     ledgers = spot.settle_spot(ps, cap)
     buffer.rebalance(ps, cap)

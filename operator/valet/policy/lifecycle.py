@@ -25,14 +25,11 @@ from valet.model.plan import (
 )
 from valet.model.view import ClusterView, Node, Pool
 from valet.policy.config import PolicyConfig
-from valet.policy.pass_ import Pass
+from valet.policy.pass_ import IN_SERVICE, OUT_OF_SERVICE, Pass
 
 CORDONED_STATES = frozenset(
     {NodeState.SUSPECT, NodeState.DRAINING, NodeState.HEALING, NodeState.RETIRED}
 )
-
-
-_IN_SERVICE = (NodeState.ACTIVE, NodeState.SPARE)
 
 
 def new_pass(view: ClusterView, now: float, config: PolicyConfig) -> Pass:
@@ -40,17 +37,27 @@ def new_pass(view: ClusterView, now: float, config: PolicyConfig) -> Pass:
     pool_nodes: dict[str, list[Node]] = {pool.name: [] for pool in view.pools}
     states: dict[str, NodeState | None] = {}
     health: dict[str, Health] = {}
+    in_service: set[str] = set()
+    out_of_service: set[str] = set()
     stale_before = now - config.staleness_seconds
     selectors = [(pool_nodes[p.name], tuple(p.spec.node_selector.items())) for p in view.pools]
     for name, node in view.nodes.items():
-        states[name] = node.state
+        state = states[name] = node.state
         beat = node.health.heartbeat
-        health[name] = (
+        verdict = health[name] = (
             Health.UNKNOWN if beat is None or beat < stale_before else node.health.verdict
         )
+        if state in IN_SERVICE:
+            if verdict is Health.HEALTHY and node.ready:
+                in_service.add(name)
+        elif state in OUT_OF_SERVICE:
+            out_of_service.add(name)
         labels = node.labels
         for members, selector in selectors:  # a node belongs to the first pool selecting it
-            if all(labels.get(k) == v for k, v in selector):
+            for key, value in selector:
+                if labels.get(key) != value:
+                    break
+            else:
                 members.append(node)
                 break
     return Pass(
@@ -60,6 +67,8 @@ def new_pass(view: ClusterView, now: float, config: PolicyConfig) -> Pass:
         states=states,
         health=health,
         pool_nodes=pool_nodes,
+        in_service=in_service,
+        out_of_service=out_of_service,
     )
 
 
@@ -75,7 +84,7 @@ def advance_nodes(ps: Pass) -> None:
         nodes = ps.pool_nodes[pool.name]
         to_drain: list[Node] = []
         for node in nodes:
-            if health[node.name] is Health.HEALTHY and states[node.name] in _IN_SERVICE:
+            if health[node.name] is Health.HEALTHY and states[node.name] in IN_SERVICE:
                 continue  # the common case: healthy and in service, nothing to do
             if _step(ps, node, pool):
                 to_drain.append(node)

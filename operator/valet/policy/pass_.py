@@ -10,8 +10,8 @@ from valet.model.plan import Action, EmitEvent, SetNodeState
 from valet.model.view import ClusterView, Node
 from valet.policy.config import PolicyConfig
 
-_IN_SERVICE = frozenset({NodeState.ACTIVE, NodeState.SPARE})
-_OUT_OF_SERVICE = frozenset({NodeState.DRAINING, NodeState.HEALING, NodeState.RETIRED})
+IN_SERVICE = frozenset({NodeState.ACTIVE, NodeState.SPARE})
+OUT_OF_SERVICE = frozenset({NodeState.DRAINING, NodeState.HEALING, NodeState.RETIRED})
 
 
 @dataclasses.dataclass
@@ -32,8 +32,10 @@ class Pass:
     breaker_open: set[str] = dataclasses.field(default_factory=set)  # pool names
     wake_at: float | None = None
     _pod_keys: set[str] | None = None  # existing and created now; built on first use
+    # Nodes that take new pods (active or spare, healthy, ready) and nodes that must be left.
     in_service: set[str] = dataclasses.field(default_factory=set)
     out_of_service: set[str] = dataclasses.field(default_factory=set)
+    targets: dict[str, int] = dataclasses.field(default_factory=dict)  # buffer target by pool
 
     def new_pod_name(self, namespace: str, prefix: str) -> str:
         """The first ``prefix-N`` name free in the namespace (pods still terminating count)."""
@@ -77,25 +79,26 @@ class Pass:
 
     def set_state(self, node: str, state: NodeState, reason: Reason, message: str) -> None:
         self.states[node] = state
+        self._classify(node)
         self.node_actions.append(SetNodeState(node, state, reason))
         warn = state in (NodeState.DRAINING, NodeState.RETIRED, NodeState.SUSPECT)
         self.node_event(node, reason, message, warning=warn)
 
-    def settle_states(self) -> None:
-        """Freeze which nodes take new pods and which must be left, once lifecycle has run.
-
-        Later steps only move nodes between active and spare, which changes neither set.
-        """
-        self.in_service = {
-            name
-            for name, node in self.view.nodes.items()
-            if self.states[name] in _IN_SERVICE
+    def _classify(self, name: str) -> None:
+        """Keep in_service / out_of_service in step with a node's state."""
+        state = self.states[name]
+        if (
+            state in IN_SERVICE
             and self.health[name] is Health.HEALTHY
-            and node.ready
-        }
-        self.out_of_service = {
-            name for name, state in self.states.items() if state in _OUT_OF_SERVICE
-        }
+            and self.view.nodes[name].ready
+        ):
+            self.in_service.add(name)
+        else:
+            self.in_service.discard(name)
+        if state in OUT_OF_SERVICE:
+            self.out_of_service.add(name)
+        else:
+            self.out_of_service.discard(name)
 
     def placeable(self, node: Node) -> bool:
         """May new pods go here: active or spare, healthy and ready."""

@@ -262,7 +262,10 @@ class SimCluster:
         if rec is None:
             return
         # Nothing runs for an unbound or finished pod: it goes at once.
-        at = now if rec.pod.node is None or rec.pod.phase.terminal else now + grace
+        if rec.pod.node is None or rec.pod.phase.terminal or grace <= 0:
+            self._on_gone(key, now)
+            return
+        at = now + grace
         if rec.gone_at is None or at < rec.gone_at:
             rec.gone_at = at
             self._timer(at, "gone", key)

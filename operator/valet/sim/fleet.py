@@ -41,12 +41,13 @@ class FleetConfig:
     notice_seconds: int = 30
     shard_minutes: float = 120.0  # mean runtime of one batch-inference shard
     spot_gpus_per_pod: int = 8
-    spot_grid_minutes: float = 60.0  # shards finish on this grid (keeps passes few)
+    # Shards end on this grid: batch work is chunked to the hour mark (keeps passes few).
+    spot_grid_minutes: float = 120.0
     failure_scale: float = 1.0
     rma_days: float = 3.0
     diagnose_minutes: float = 10.0
     reboot_minutes: float = 40.0
-    resolution_seconds: float = 30.0  # events this close together share one policy pass
+    resolution_seconds: float = 60.0  # events this close together share one policy pass
 
     @property
     def nodes(self) -> int:
@@ -287,9 +288,10 @@ class FleetRun:
 
     def _meter(self, now: float) -> None:
         running: dict[str, set[str]] = {key: set() for key in self.meters}
+        worker, up = PodKind.WORKER, PodPhase.RUNNING
         for rec in self.cluster.pods.values():
             pod = rec.pod
-            if pod.kind is PodKind.WORKER and pod.phase is PodPhase.RUNNING and pod.live:
+            if pod.kind is worker and pod.phase is up and pod.live:
                 running[pod.owner].add(pod.name)
         for key, meter in self.meters.items():
             meter.observe(now, frozenset(running[key]), self.cfg)
