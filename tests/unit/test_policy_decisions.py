@@ -19,8 +19,8 @@ from valet.model.plan import (
     SetNodeState,
     SetSpareTaint,
 )
-from valet.model.specs import ShardStatus, SpotPoolStatus, TrainingJobStatus
 from valet.model.shards import ShardSet
+from valet.model.specs import ShardStatus, SpotPoolStatus, TrainingJobStatus
 from valet.model.view import RemediationStatus
 from valet.policy import PolicyConfig, decide
 

@@ -1,0 +1,93 @@
+"""The fleet simulator and `valet simulate`, on a small fleet: same decide(), real numbers."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from valet import cli
+from valet.sim.failures import LLAMA3_MIX, draw_failures, expected_failures
+from valet.sim.fleet import FleetConfig, simulate
+
+SMALL = FleetConfig(gpus=512, days=6, job_nodes=16, failure_scale=20, seed=3)
+
+
+@pytest.fixture(scope="module")
+def results():
+    return {r.policy: r for r in simulate(SMALL)}
+
+
+def test_failure_model_follows_the_published_rate_and_mix() -> None:
+    nodes, seconds = 2048, 54 * 86400
+    failures = draw_failures(nodes, seconds, seed=7)
+    assert abs(len(failures) - expected_failures(nodes, seconds)) < 4 * math.sqrt(419)
+    share = sum(f.kind.name == "faulty GPU" for f in failures) / len(failures)
+    assert abs(share - 148 / sum(c.count for c in LLAMA3_MIX)) < 0.06
+    assert draw_failures(nodes, seconds, seed=7) == failures  # reproducible
+
+
+def test_buffer_beats_no_buffer_and_valet_fills_the_buffer(results) -> None:
+    none, idle, valet = results["no-buffer"], results["idle-buffer"], results["valet"]
+    assert idle.ettr > none.ettr  # swaps beat waiting for repair
+    assert idle.utilisation < idle.ettr  # idle spares cost utilisation...
+    assert valet.utilisation > idle.utilisation  # ...which spot packing wins back
+    assert valet.spot_gpu_hours > 0 and idle.spot_gpu_hours == 0
+    assert valet.swaps > 0 and none.ttr_p50_minutes > idle.ttr_p50_minutes
+
+
+def test_runs_are_reproducible(results) -> None:
+    again = {r.policy: r for r in simulate(SMALL)}
+    for name, result in results.items():
+        assert (again[name].ettr, again[name].swaps) == (result.ettr, result.swaps)
+
+
+def test_cli_prints_the_comparison_and_writes_a_plot(tmp_path, capsys) -> None:
+    png = tmp_path / "fleet.png"
+    code = cli.main(
+        [
+            "simulate",
+            "--gpus",
+            "256",
+            "--days",
+            "2",
+            "--job-nodes",
+            "8",
+            "--quiet",
+            "--plot",
+            str(png),
+        ]
+    )
+    out = capsys.readouterr().out
+    assert code == 0
+    for policy in ("no-buffer", "idle-buffer", "valet"):
+        assert policy in out
+    assert "ETTR" in out and png.stat().st_size > 10_000
+
+
+def test_cli_buffer_sizing_reports_the_smallest_buffer(capsys) -> None:
+    code = cli.main(
+        [
+            "simulate",
+            "--gpus",
+            "256",
+            "--days",
+            "3",
+            "--job-nodes",
+            "8",
+            "--failure-scale",
+            "20",
+            "--size-buffer",
+            "0.9",
+            "--json",
+            "--quiet",
+        ]
+    )
+    report = json.loads(capsys.readouterr().out)
+    assert code == 0
+    best = report["smallest_buffer_percent"]
+    rows = {r["policy"]: r["ettr"] for r in report["results"]}
+    assert best is not None and rows[f"valet@{best:g}%"] >= 0.9
+    smaller = [p for p in rows if float(p.split("@")[1].rstrip("%")) < best]
+    assert all(rows[p] < 0.9 for p in smaller)
