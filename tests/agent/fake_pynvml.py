@@ -11,8 +11,11 @@ from typing import Any
 
 import pynvml as real
 
-CONSTANTS = {name: getattr(real, name) for name in dir(real)
-             if name.startswith(("NVML_", "nvmlClocksEventReason", "nvmlEventType"))}
+CONSTANTS = {
+    name: getattr(real, name)
+    for name in dir(real)
+    if name.startswith(("NVML_", "nvmlClocksEventReason", "nvmlEventType"))
+}
 
 
 class NVMLError(Exception):  # noqa: N818 - the real name
@@ -100,8 +103,15 @@ class FakeNvml:
         while self.events:
             index, xid = self.events.popleft()
             if index in self.registered:
-                return type("Event", (), {"device": index, "eventData": xid,
-                                          "eventType": real.nvmlEventTypeXidCriticalError})()
+                return type(
+                    "Event",
+                    (),
+                    {
+                        "device": index,
+                        "eventData": xid,
+                        "eventType": real.nvmlEventTypeXidCriticalError,
+                    },
+                )()
         raise NVMLError(real.NVML_ERROR_TIMEOUT)
 
     def nvmlDeviceGetTotalEccErrors(self, h: int, kind: int, counter: int) -> int:
@@ -137,4 +147,8 @@ class FakeNvml:
         return real.NVML_FEATURE_ENABLED if gpu.nvlinks[link] else real.NVML_FEATURE_DISABLED
 
     def nvmlDeviceGetNvLinkErrorCounter(self, h: int, link: int, counter: int) -> int:
-        return self._gpu(h, "nvlink").nvlink_errors if counter == real.NVML_NVLINK_ERROR_DL_REPLAY else 0
+        return (
+            self._gpu(h, "nvlink").nvlink_errors
+            if counter == real.NVML_NVLINK_ERROR_DL_REPLAY
+            else 0
+        )

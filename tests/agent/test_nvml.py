@@ -33,10 +33,20 @@ def test_healthy_node_reads_clean() -> None:
     [
         pytest.param(lambda g: setattr(g, "lost", True), "gpu-lost", id="fell-off-bus"),
         pytest.param(lambda g: setattr(g, "dbe", 1), "ecc-dbe", id="double-bit-ecc"),
-        pytest.param(lambda g: setattr(g, "pages_pending", True), "retired-pages-pending", id="pages"),
-        pytest.param(lambda g: setattr(g, "remapped", (0, 1, 0, 1)), "row-remap-failure", id="remap-failure"),
-        pytest.param(lambda g: setattr(g, "remapped", (0, 1, 1, 0)), "row-remap-pending", id="remap-pending"),
-        pytest.param(lambda g: setattr(g, "nvlinks", [True, False, True, True]), "nvlink-down", id="nvlink-down"),
+        pytest.param(
+            lambda g: setattr(g, "pages_pending", True), "retired-pages-pending", id="pages"
+        ),
+        pytest.param(
+            lambda g: setattr(g, "remapped", (0, 1, 0, 1)), "row-remap-failure", id="remap-failure"
+        ),
+        pytest.param(
+            lambda g: setattr(g, "remapped", (0, 1, 1, 0)), "row-remap-pending", id="remap-pending"
+        ),
+        pytest.param(
+            lambda g: setattr(g, "nvlinks", [True, False, True, True]),
+            "nvlink-down",
+            id="nvlink-down",
+        ),
         pytest.param(lambda g: setattr(g, "temperature", 99), "thermal-shutdown", id="too-hot"),
     ],
 )
@@ -89,8 +99,16 @@ def test_no_event_is_missed_between_probes() -> None:
 @pytest.mark.parametrize(
     ("script", "signal"),
     [
-        pytest.param(lambda g: setattr(g, "reasons", pynvml.nvmlClocksEventReasonHwThermalSlowdown), "thermal-throttle", id="thermal"),
-        pytest.param(lambda g: setattr(g, "reasons", pynvml.nvmlClocksEventReasonHwPowerBrakeSlowdown), "thermal-throttle", id="power-brake"),
+        pytest.param(
+            lambda g: setattr(g, "reasons", pynvml.nvmlClocksEventReasonHwThermalSlowdown),
+            "thermal-throttle",
+            id="thermal",
+        ),
+        pytest.param(
+            lambda g: setattr(g, "reasons", pynvml.nvmlClocksEventReasonHwPowerBrakeSlowdown),
+            "thermal-throttle",
+            id="power-brake",
+        ),
         pytest.param(lambda g: setattr(g, "width", 8), "pcie-degraded", id="pcie-width"),
     ],
 )
@@ -122,7 +140,12 @@ def test_ecc_counts_are_read_volatile_and_aggregate() -> None:
     fake = FakeNvml(gpus(1))
     fake.gpus[0].sbe, fake.gpus[0].sbe_total, fake.gpus[0].dbe_total = 3, 30, 2
     gpu = probe(fake).gpus[0]
-    assert (gpu.ecc_sbe_volatile, gpu.ecc_sbe_aggregate, gpu.ecc_dbe_volatile, gpu.ecc_dbe_aggregate) == (3, 30, 0, 2)
+    assert (
+        gpu.ecc_sbe_volatile,
+        gpu.ecc_sbe_aggregate,
+        gpu.ecc_dbe_volatile,
+        gpu.ecc_dbe_aggregate,
+    ) == (3, 30, 0, 2)
 
 
 def test_a_call_failing_for_one_gpu_does_not_stop_the_others() -> None:
