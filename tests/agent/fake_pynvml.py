@@ -18,7 +18,7 @@ CONSTANTS = {
 }
 
 
-class NVMLError(Exception):  # noqa: N818 - the real name
+class NVMLError(Exception):
     def __init__(self, value: int) -> None:
         super().__init__(value)
         self.value = value

@@ -1,0 +1,120 @@
+"""Simulated GPUs for clusters without them: healthy GPUs unless a fault is injected.
+
+Faults come from the Node annotation ``valet.dev/sim-faults`` (what ``valet sim fault``
+writes) or a local JSON file, as a list of ``{"gpu": 3, "xid": 79}`` or
+``{"gpu": 3, "signal": "ecc-dbe"}``. A fault stays until it is removed, as a real
+one stays until remediation; the reading has the same shape as NVML's and DCGM's.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from valet.agent.readings import GpuReading, NodeReading
+from valet.model.enums import GROUP
+
+FAULTS_ANNOTATION = f"{GROUP}/sim-faults"
+
+# Named signals → the reading field that shows them.
+_SIGNAL_FIELDS: dict[str, dict[str, Any]] = {
+    "gpu-lost": {"lost": True},
+    "ecc-dbe": {"ecc_dbe_volatile": 1},
+    "retired-pages-pending": {"retired_pages_pending": True},
+    "row-remap-pending": {"row_remap_pending": True},
+    "row-remap-failure": {"row_remap_failure": True},
+    "nvlink-down": {"nvlink_down": (0,)},
+    "thermal-throttle": {"throttle": frozenset({"thermal"})},
+    "thermal-shutdown": {"temperature_c": 99.0},
+    "pcie-degraded": {"pcie_degraded": True},
+    "node-problem": {"health_failing": True},
+}
+
+
+class FaultSpecError(ValueError):
+    """An injected fault is malformed."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Fault:
+    gpu: int
+    xid: int | None = None
+    signal: str | None = None
+
+
+def parse_faults(text: str | None, gpus: int) -> list[Fault]:
+    if not text:
+        return []
+    try:
+        raw = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise FaultSpecError(f"{FAULTS_ANNOTATION} is not JSON: {err}") from err
+    if not isinstance(raw, list):
+        raise FaultSpecError(f"{FAULTS_ANNOTATION} must be a JSON list")
+    faults = []
+    for i, item in enumerate(raw):
+        if not isinstance(item, dict) or not isinstance(item.get("gpu"), int):
+            raise FaultSpecError(f"fault {i}: needs an integer 'gpu'")
+        if not 0 <= item["gpu"] < gpus:
+            raise FaultSpecError(f"fault {i}: gpu {item['gpu']} is not in 0..{gpus - 1}")
+        xid, signal = item.get("xid"), item.get("signal")
+        if (xid is None) == (signal is None):
+            raise FaultSpecError(f"fault {i}: give exactly one of 'xid' or 'signal'")
+        if signal is not None and signal not in _SIGNAL_FIELDS:
+            raise FaultSpecError(
+                f"fault {i}: unknown signal {signal!r}; one of {sorted(_SIGNAL_FIELDS)}"
+            )
+        faults.append(Fault(item["gpu"], xid=xid, signal=signal))
+    return faults
+
+
+class SimulatedBackend:
+    name = "simulated"
+
+    def __init__(
+        self,
+        node: str,
+        gpus: int = 8,
+        faults: Callable[[], str | None] = lambda: None,
+        fault_file: Path | None = None,
+    ) -> None:
+        self.node, self.gpus, self.faults, self.fault_file = node, gpus, faults, fault_file
+
+    def close(self) -> None:
+        pass
+
+    def _sources(self) -> list[str | None]:
+        texts = [self.faults()]
+        if self.fault_file is not None and self.fault_file.exists():
+            texts.append(self.fault_file.read_text())
+        return texts
+
+    def probe(self) -> NodeReading:
+        faults: list[Fault] = []
+        errors: list[str] = []
+        for text in self._sources():
+            try:
+                faults.extend(parse_faults(text, self.gpus))
+            except FaultSpecError as err:
+                errors.append(str(err))
+        readings = []
+        for index in range(self.gpus):
+            fields: dict[str, Any] = {}
+            mine = [f for f in faults if f.gpu == index]
+            xids = tuple(f.xid for f in mine if f.xid is not None)
+            for fault in mine:
+                if fault.signal is not None:
+                    fields.update(_SIGNAL_FIELDS[fault.signal])
+            readings.append(
+                GpuReading(
+                    index=index,
+                    uuid=f"GPU-sim-{self.node}-{index}",
+                    xids=xids,
+                    temperature_c=fields.pop("temperature_c", 45.0),
+                    **fields,
+                )
+            )
+        return NodeReading(tuple(readings), expected=self.gpus, probe_errors=tuple(errors))
