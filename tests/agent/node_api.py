@@ -35,7 +35,7 @@ class NodeAPI:
                     return None, False
                 return parts[3], parts[4:] == ["status"]
 
-            def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            def do_GET(self) -> None:
                 name, _ = self._node()
                 api.requests.append(("GET", self.path, "", None))
                 if name not in api.nodes:
@@ -43,7 +43,7 @@ class NodeAPI:
                     return
                 self._reply(200, api.nodes[name])
 
-            def do_PATCH(self) -> None:  # noqa: N802 - http.server's name
+            def do_PATCH(self) -> None:
                 name, status = self._node()
                 length = int(self.headers.get("Content-Length", 0))
                 body = json.loads(self.rfile.read(length))
