@@ -7,6 +7,7 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
@@ -29,6 +30,9 @@ def _fleet_config(args: argparse.Namespace) -> FleetConfig:
 
 
 def _simulate(args: argparse.Namespace) -> int:
+    if args.gpus < 8:
+        print("valet simulate: --gpus must be at least 8 (one node)", file=sys.stderr)
+        return 2
     cfg = _fleet_config(args)
     console = Console()
     if not console.is_terminal:
@@ -80,6 +84,116 @@ def _simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _agent(args: argparse.Namespace) -> int:
+    # Imported here: `valet simulate` needs neither the Kubernetes client nor NVML.
+    import os
+    import signal
+    import threading
+
+    import structlog
+    from prometheus_client import start_http_server
+
+    from valet.agent.backends import NoBackendError, open_backend
+    from valet.agent.classify import Classifier, Thresholds
+    from valet.agent.runner import Agent
+    from valet.agent.simulated import FAULTS_ANNOTATION
+    from valet.metrics import AgentMetrics
+
+    node = args.node or os.environ.get("NODE_NAME")
+    if not node:
+        print("valet agent: set --node or NODE_NAME (from the Downward API)", file=sys.stderr)
+        return 2
+    _configure_logging(args.log_format)
+    publisher = None
+    faults = None
+    if not args.once:
+        from valet.k8s.node_publisher import NodePublisher, core_api
+
+        publisher = NodePublisher(core_api(), node)
+        faults = lambda: publisher.current()[1].get(FAULTS_ANNOTATION)  # noqa: E731
+    try:
+        backend = open_backend(
+            args.backend,
+            node=node,
+            expected=args.gpus,
+            dcgm_url=args.dcgm_url,
+            faults=faults or (lambda: None),
+            fault_file=Path(args.fault_file) if args.fault_file else None,
+        )
+    except NoBackendError as err:
+        print(f"valet agent: {err}", file=sys.stderr)
+        return 2
+    classifier = Classifier(Thresholds(soft_persist_seconds=args.soft_persist_seconds))
+    if args.once:
+        import time
+
+        from valet.model import nodehealth
+
+        verdict = classifier.classify(backend.probe(), time.time())
+        print(
+            json.dumps(
+                {
+                    "backend": backend.name,
+                    "health": verdict.health.value,
+                    "reason": verdict.reason,
+                    "message": verdict.message,
+                    "detail": json.loads(nodehealth.annotation(verdict, time.time())),
+                },
+                indent=2,
+            )
+        )
+        backend.close()
+        return 0
+    assert publisher is not None
+    metrics = AgentMetrics(node)
+    agent = Agent(backend, publisher, metrics, classifier)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    start_http_server(args.metrics_port, registry=metrics.registry)
+    _serve_health(args.health_port, agent.ready, stop)
+    structlog.get_logger("valet.agent").info("agent started", node=node, backend=backend.name)
+    agent.run(args.interval, stop)
+    return 0
+
+
+def _serve_health(port: int, ready: Any, stop: Any) -> None:
+    """/healthz answers while the process runs; /readyz once the first verdict is published."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Health(BaseHTTPRequestHandler):
+        def log_message(self, *args: Any) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            ok = {"/healthz": not stop.is_set(), "/readyz": ready.is_set()}.get(self.path)
+            self.send_response(404 if ok is None else 200 if ok else 503)
+            self.end_headers()
+            self.wfile.write(b"ok" if ok else b"not ready")
+
+    server = ThreadingHTTPServer(("0.0.0.0", port), Health)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+
+
+def _configure_logging(fmt: str) -> None:
+    import structlog
+
+    renderer: Any = (
+        structlog.processors.JSONRenderer()
+        if fmt == "json"
+        else structlog.dev.ConsoleRenderer(colors=False)
+    )
+    structlog.configure(
+        processors=[
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso"),
+            structlog.processors.format_exc_info,
+            renderer,
+        ]
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="valet", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -113,14 +227,51 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--json", action="store_true", help="print results as JSON")
     sim.add_argument("--quiet", action="store_true", help="no progress bar")
     sim.set_defaults(func=_simulate)
+
+    agent = sub.add_parser(
+        "agent",
+        help="run the node agent: probe GPUs, publish GPUHealthy on this Node, serve metrics",
+    )
+    agent.add_argument(
+        "--backend",
+        choices=("auto", "nvml", "dcgm", "simulated"),
+        default="auto",
+        help="auto: NVML if it initialises, else DCGM if the exporter answers",
+    )
+    agent.add_argument("--node", default=None, help="this Node's name (default: $NODE_NAME)")
+    agent.add_argument(
+        "--gpus",
+        type=int,
+        default=None,
+        help="GPUs the node should have (fewer is a fault); simulated: how many",
+    )
+    agent.add_argument("--interval", type=float, default=10.0, help="seconds between probes")
+    agent.add_argument(
+        "--soft-persist-seconds",
+        type=float,
+        default=120.0,
+        help="how long a soft signal must last before the node is suspect",
+    )
+    agent.add_argument(
+        "--dcgm-url", default="http://localhost:9400/metrics", help="dcgm-exporter metrics URL"
+    )
+    agent.add_argument(
+        "--fault-file",
+        default=None,
+        help="simulated backend: also read injected faults from this JSON file",
+    )
+    agent.add_argument("--metrics-port", type=int, default=9401)
+    agent.add_argument("--health-port", type=int, default=9402, help="/healthz and /readyz")
+    agent.add_argument("--log-format", choices=("json", "console"), default="json")
+    agent.add_argument(
+        "--once", action="store_true", help="probe once, print the verdict as JSON, publish nothing"
+    )
+    agent.set_defaults(func=_agent)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if getattr(args, "gpus", 8) < 8:
-        print("valet: --gpus must be at least 8 (one node)", file=sys.stderr)
-        return 2
     result: int = args.func(args)
     return result
 

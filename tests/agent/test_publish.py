@@ -89,3 +89,46 @@ def test_heartbeat_every_probe_annotation_only_on_change(api: NodeAPI) -> None:
     assert all(r[2] == "application/strategic-merge-patch+json" for r in status_patches)
     assert condition(api)["lastHeartbeatTime"].startswith("1970-01-01T00:00:03")
     assert condition(api)["lastTransitionTime"].startswith("1970-01-01T00:00:01")
+
+
+def test_valet_agent_once_prints_the_verdict(tmp_path, capsys) -> None:
+    from valet import cli
+
+    faults = tmp_path / "faults.json"
+    faults.write_text(json.dumps([{"gpu": 1, "signal": "ecc-dbe"}]))
+    code = cli.main(
+        [
+            "agent",
+            "--backend",
+            "simulated",
+            "--node",
+            "n1",
+            "--gpus",
+            "4",
+            "--fault-file",
+            str(faults),
+            "--once",
+        ]
+    )
+    report = json.loads(capsys.readouterr().out)
+    assert code == 0
+    assert (report["health"], report["reason"]) == ("unhealthy", "DoubleBitECC")
+    assert report["detail"]["gpus"][1]["healthy"] is False
+
+
+def test_valet_agent_without_any_backend_says_what_to_set(capsys) -> None:
+    import pynvml
+
+    from valet import cli
+
+    try:
+        pynvml.nvmlInit()
+    except pynvml.NVMLError:
+        pass
+    else:
+        pytest.skip("this machine has a working NVIDIA driver, so auto finds NVML")
+
+    code = cli.main(["agent", "--node", "n1", "--once", "--dcgm-url", "http://127.0.0.1:1/metrics"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "NVML" in err and "DCGM" in err and "--backend simulated" in err

@@ -16,6 +16,17 @@ from kubernetes import client
 from valet.model import nodehealth
 
 
+def core_api() -> client.CoreV1Api:
+    """In-cluster credentials when running in a pod, else the local kubeconfig."""
+    from kubernetes import config
+
+    try:
+        config.load_incluster_config()  # type: ignore[no-untyped-call]  # the client is untyped
+    except config.ConfigException:
+        config.load_kube_config()  # type: ignore[no-untyped-call]  # the client is untyped
+    return client.CoreV1Api()
+
+
 class NodePublisher:
     def __init__(self, api: client.CoreV1Api, node: str) -> None:
         self.api, self.node = api, node
