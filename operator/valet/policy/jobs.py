@@ -19,7 +19,7 @@ from valet.model.enums import (
     PodPhase,
     Reason,
 )
-from valet.model.plan import BindPod, CreatePod, DeletePod, EvictPod, PatchJobStatus
+from valet.model.plan import BindPod, CreatePod, EvictPod, PatchJobStatus
 from valet.model.specs import Condition, LastHeal, TrainingJobStatus, set_condition
 from valet.model.view import Job, Node, Pod
 from valet.policy.capacity import Capacity, Placement, choose_victims, topology_domain
@@ -46,15 +46,10 @@ def reconcile_jobs(ps: Pass, cap: Capacity) -> None:
         if owner not in known:
             for w in workers:
                 if not w.deleting:
-                    _delete(ps, w, Reason.WORKER_REMOVED)
+                    ps.delete_pod(w, Reason.WORKER_REMOVED)
     for job in jobs:
         if not job.deleting:
             _reconcile(ps, cap, job)
-
-
-def _delete(ps: Pass, pod: Pod, reason: Reason) -> None:
-    ps.pod_actions.append(DeletePod(pod.namespace, pod.name, reason))
-    ps.evicted.add(pod.key)
 
 
 def _reconcile(ps: Pass, cap: Capacity, job: Job) -> None:
@@ -63,14 +58,14 @@ def _reconcile(ps: Pass, cap: Capacity, job: Job) -> None:
     if old.phase is not None and old.phase.terminal:
         for w in workers:
             if w.live:
-                _delete(ps, w, Reason.WORKER_REMOVED)
+                ps.delete_pod(w, Reason.WORKER_REMOVED)
         return
     if _steady(ps, job, workers):
         return
     if any(w.phase is PodPhase.SUCCEEDED for w in workers):
         for w in workers:
             if w.live:
-                _delete(ps, w, Reason.JOB_SUCCEEDED)
+                ps.delete_pod(w, Reason.JOB_SUCCEEDED)
         _finish(ps, job, JobPhase.SUCCEEDED, Reason.JOB_SUCCEEDED, "a worker completed")
         return
 
@@ -78,7 +73,7 @@ def _reconcile(ps: Pass, cap: Capacity, job: Job) -> None:
     keep = _sort_out_workers(ps, job, workers, heal)
     if heal.restarts > spec.healing.max_restarts:
         for w in keep:
-            _delete(ps, w, Reason.BACKOFF_LIMIT)
+            ps.delete_pod(w, Reason.BACKOFF_LIMIT)
         _finish(ps, job, JobPhase.FAILED, Reason.BACKOFF_LIMIT, f"{heal.restarts} restarts")
         return
     keep = _bind_nominated(ps, cap, job, keep, heal)
@@ -89,7 +84,7 @@ def _reconcile(ps: Pass, cap: Capacity, job: Job) -> None:
             : len(keep) - target
         ]
         for w in extras:
-            _delete(ps, w, Reason.SCALED_DOWN)
+            ps.delete_pod(w, Reason.SCALED_DOWN)
         keep = [w for w in keep if w not in extras]
 
     placed: list[tuple[int, Placement]] = []
@@ -130,11 +125,11 @@ def _sort_out_workers(ps: Pass, job: Job, workers: tuple[Pod, ...], heal: _Heal)
         if on_bad:
             if w.node is None:  # nominated replacement whose target failed before binding
                 heal.lost[w.rank or 0] = (w.replaces_node, w.fault_at)
-                _delete(ps, w, Reason.WORKER_REMOVED)
+                ps.delete_pod(w, Reason.WORKER_REMOVED)
             else:
                 heal.lost[w.rank or 0] = (w.node, ps.fault_time(w.node))
                 if w.phase.terminal:
-                    _delete(ps, w, Reason.NODE_DRAINING)
+                    ps.delete_pod(w, Reason.NODE_DRAINING)
                 else:
                     ps.pod_actions.append(
                         EvictPod(
@@ -150,7 +145,7 @@ def _sort_out_workers(ps: Pass, job: Job, workers: tuple[Pod, ...], heal: _Heal)
             heal.restarts += 1
             delay = job.spec.healing.backoff_seconds * 2 ** min(heal.restarts - 1, 16)
             heal.backoff_until = ps.now + min(delay, ps.config.max_backoff_seconds)
-            _delete(ps, w, Reason.WORKER_FAILED)
+            ps.delete_pod(w, Reason.WORKER_FAILED)
             ps.event(
                 "TrainingJob",
                 job.namespace,
@@ -161,7 +156,7 @@ def _sort_out_workers(ps: Pass, job: Job, workers: tuple[Pod, ...], heal: _Heal)
             )
             continue
         if w.node is None and w.nominated_node is None:
-            _delete(ps, w, Reason.WORKER_REMOVED)  # created but never placed: place afresh
+            ps.delete_pod(w, Reason.WORKER_REMOVED)  # created but never placed: place afresh
             continue
         keep.append(w)
     return keep
@@ -177,7 +172,7 @@ def _bind_nominated(ps: Pass, cap: Capacity, job: Job, keep: list[Pod], heal: _H
         node = ps.view.nodes[w.nominated_node]
         if not ps.placeable(node):
             heal.lost[w.rank or 0] = (w.replaces_node, w.fault_at)
-            _delete(ps, w, Reason.WORKER_REMOVED)
+            ps.delete_pod(w, Reason.WORKER_REMOVED)
             continue
         result.append(w)
         if cap.try_bind(node, w.gpus):

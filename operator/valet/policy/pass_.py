@@ -6,8 +6,8 @@ import dataclasses
 from collections import Counter
 
 from valet.model.enums import EventType, Health, NodeState, Reason
-from valet.model.plan import Action, EmitEvent, SetNodeState
-from valet.model.view import ClusterView, Node
+from valet.model.plan import Action, DeletePod, EmitEvent, SetNodeState
+from valet.model.view import ClusterView, Node, Pod
 from valet.policy.config import PolicyConfig
 
 IN_SERVICE = frozenset({NodeState.ACTIVE, NodeState.SPARE})
@@ -76,6 +76,10 @@ class Pass:
         self.event(
             "Node", None, node, reason, message, EventType.WARNING if warning else EventType.NORMAL
         )
+
+    def delete_pod(self, pod: Pod, reason: Reason) -> None:
+        self.pod_actions.append(DeletePod(pod.namespace, pod.name, reason))
+        self.evicted.add(pod.key)
 
     def set_state(self, node: str, state: NodeState, reason: Reason, message: str) -> None:
         self.states[node] = state

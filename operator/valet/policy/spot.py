@@ -11,7 +11,7 @@ import dataclasses
 from collections.abc import Iterator
 
 from valet.model.enums import NodeState, PodKind, PodPhase, Reason
-from valet.model.plan import BindPod, CreatePod, DeletePod
+from valet.model.plan import BindPod, CreatePod
 from valet.model.shards import ShardSet
 from valet.model.specs import Workload
 from valet.model.view import Pod, Pool
@@ -45,13 +45,8 @@ def settle_spot(ps: Pass, cap: Capacity) -> dict[str, PoolLedger]:
         if owner not in ledgers:  # the pool is gone
             for pod in pods:
                 if not pod.deleting:
-                    _delete(ps, pod, Reason.WORKER_REMOVED)
+                    ps.delete_pod(pod, Reason.WORKER_REMOVED)
     return ledgers
-
-
-def _delete(ps: Pass, pod: Pod, reason: Reason) -> None:
-    ps.pod_actions.append(DeletePod(pod.namespace, pod.name, reason))
-    ps.evicted.add(pod.key)
 
 
 def _settle(
@@ -64,21 +59,21 @@ def _settle(
         if wl is not None and pod.shard is not None:
             ledger.finished[wl.name].add(pod.shard)
         ledger.gpu_seconds += pod.gpus * max(0.0, ps.now - started)
-        _delete(ps, pod, Reason.SHARD_DONE)
+        ps.delete_pod(pod, Reason.SHARD_DONE)
     elif pod.phase is PodPhase.FAILED:
-        _delete(ps, pod, Reason.SHARD_REQUEUED)
+        ps.delete_pod(pod, Reason.SHARD_REQUEUED)
     elif wl is None or wl.namespace != pod.namespace:
-        _delete(ps, pod, Reason.WORKER_REMOVED)  # its workload left the spec
+        ps.delete_pod(pod, Reason.WORKER_REMOVED)  # its workload left the spec
     elif pod.shard is not None and (
         pod.shard in ledger.done[wl.name] or pod.shard in ledger.finished[wl.name]
     ):
-        _delete(ps, pod, Reason.SHARD_DONE)  # never run a done shard twice
+        ps.delete_pod(pod, Reason.SHARD_DONE)  # never run a done shard twice
     elif pod.node is None:
         node = ps.view.nodes.get(pod.nominated_node or "")
         if node is not None and ps.placeable(node) and cap.try_bind(node, pod.gpus):
             ps.pod_actions.append(BindPod(pod.namespace, pod.name, node.name))
         else:
-            _delete(ps, pod, Reason.WORKER_REMOVED)
+            ps.delete_pod(pod, Reason.WORKER_REMOVED)
     elif ps.bad(pod.node) or ps.states.get(pod.node) is NodeState.SUSPECT:
         cap.remove_spot(pod)
         if wl.shards is None:
