@@ -174,9 +174,6 @@ def _pass(cluster: SimCluster, checks: Invariants, now: float) -> None:
     view = cluster.view()
     plan = decide(view, now, CONFIG)
     checks.before_apply(view, plan)
-    for rec in cluster.pods.values():
-        if rec.pod.phase is PodPhase.SUCCEEDED and rec.pod.shard is not None:
-            checks.completions[rec.pod.shard] += 0  # counted when its pod is deleted below
     finished = {a.name for a in plan.of(DeletePod) if a.reason is Reason.SHARD_DONE}
     for rec in list(cluster.pods.values()):
         if rec.pod.name in finished and rec.pod.phase is PodPhase.SUCCEEDED:

@@ -44,6 +44,11 @@ class TrainingJobSpec:
     topology_key: str = DEFAULT_TOPOLOGY_KEY
     template: Raw = dataclasses.field(default_factory=dict, compare=False, repr=False)
 
+    @property
+    def target(self) -> int:
+        """Workers wanted now: replicas, never above maxReplicas."""
+        return min(self.replicas, self.max_replicas)
+
     @classmethod
     def parse(cls, raw: Raw, path: str = "spec") -> TrainingJobSpec:
         replicas = p.integer(raw, "replicas", path, default=1, minimum=0)
@@ -241,13 +246,6 @@ class SpotPoolSpec:
     max_remediations: int = 3
     allowed_namespaces: tuple[str, ...] = ()
     workloads: tuple[Workload, ...] = ()
-
-    def selects(self, labels: Mapping[str, str]) -> bool:
-        # An explicit loop: this runs for every node on every pass.
-        for key, value in self.node_selector.items():  # noqa: SIM110
-            if labels.get(key) != value:
-                return False
-        return True
 
     @classmethod
     def parse(cls, raw: Raw, path: str = "spec") -> SpotPoolSpec:

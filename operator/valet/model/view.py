@@ -159,17 +159,3 @@ class ClusterView:
             if pod.kind is PodKind.SPOT:
                 index[pod.owner].append(pod)
         return {k: tuple(v) for k, v in index.items()}
-
-    def pool_of(self, node: Node) -> Pool | None:
-        for pool in self.pools:
-            if pool.spec.selects(node.labels):
-                return pool
-        return None
-
-    def used_gpus(self, node: str) -> int:
-        """GPUs bound or nominated on a node: the kubelet's and valet's own accounting."""
-        return sum(p.gpus for p in self.pods_by_node.get(node, ()) if _occupies(p))
-
-
-def _occupies(pod: Pod) -> bool:
-    return pod.holds_gpus or (pod.node is None and pod.live)

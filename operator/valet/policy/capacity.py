@@ -43,7 +43,6 @@ class Capacity:
     """Free, releasing and evictable GPUs per node, updated as the pass places pods."""
 
     def __init__(self, view: ClusterView) -> None:
-        self.view = view
         self.free: dict[str, int] = {name: node.gpus for name, node in view.nodes.items()}
         self.bound: defaultdict[str, int] = defaultdict(int)
         self.releasing: defaultdict[str, int] = defaultdict(int)

@@ -19,7 +19,7 @@ from valet.model.enums import (
     PodPhase,
     Reason,
 )
-from valet.model.plan import BindPod, CreatePod, EvictPod, PatchJobStatus
+from valet.model.plan import BindPod, CreatePod, PatchJobStatus
 from valet.model.specs import Condition, LastHeal, TrainingJobStatus, set_condition
 from valet.model.view import Job, Node, Pod
 from valet.policy.capacity import Capacity, Placement, choose_victims, topology_domain
@@ -36,6 +36,7 @@ class _Heal:
     backoff_until: float
     swaps: int
     last_heal: LastHeal | None
+    binds: int = 0  # workers bound in this pass
     lost: dict[int, tuple[str | None, float | None]] = dataclasses.field(default_factory=dict)
 
 
@@ -78,7 +79,7 @@ def _reconcile(ps: Pass, cap: Capacity, job: Job) -> None:
         return
     keep = _bind_nominated(ps, cap, job, keep, heal)
 
-    target = min(spec.replicas, spec.max_replicas)
+    target = spec.target
     if len(keep) > target:
         extras = sorted(keep, key=lambda w: (w.node is not None, -(w.rank or 0)))[
             : len(keep) - target
@@ -100,8 +101,7 @@ def _reconcile(ps: Pass, cap: Capacity, job: Job) -> None:
 
 def _steady(ps: Pass, job: Job, workers: tuple[Pod, ...]) -> bool:
     """All target workers running on good nodes and already reported so: nothing to do."""
-    status, spec = job.status, job.spec
-    target = min(spec.replicas, spec.max_replicas)
+    status, target = job.status, job.spec.target
     if status.phase is not JobPhase.RUNNING or len(workers) != target:
         return False
     if status.replicas != target or status.ready_replicas != target:
@@ -131,15 +131,7 @@ def _sort_out_workers(ps: Pass, job: Job, workers: tuple[Pod, ...], heal: _Heal)
                 if w.phase.terminal:
                     ps.delete_pod(w, Reason.NODE_DRAINING)
                 else:
-                    ps.pod_actions.append(
-                        EvictPod(
-                            w.namespace,
-                            w.name,
-                            ps.config.worker_grace_seconds,
-                            Reason.NODE_DRAINING,
-                        )
-                    )
-                    ps.evicted.add(w.key)
+                    ps.evict_pod(w, ps.config.worker_grace_seconds, Reason.NODE_DRAINING)
             continue
         if w.phase is PodPhase.FAILED:
             heal.restarts += 1
@@ -197,6 +189,7 @@ def _bind(
     heal: _Heal,
 ) -> None:
     ps.pod_actions.append(BindPod(namespace, name, node))
+    heal.binds += 1
     if replaces is not None:
         heal.swaps += 1
         heal.last_heal = LastHeal(
@@ -215,8 +208,7 @@ def preempt(ps: Pass, victim: Pod, why: str, reason: Reason = Reason.SPOT_PREEMP
     """Evict a spot pod with its pool's notice (the caller settles the GPU accounting)."""
     pool = next((p for p in ps.view.pools if p.name == victim.owner), None)
     notice = pool.spec.notice_seconds if pool else 30
-    ps.pod_actions.append(EvictPod(victim.namespace, victim.name, notice, reason))
-    ps.evicted.add(victim.key)
+    ps.evict_pod(victim, notice, reason)
     ps.preemptions[victim.owner] += 1
     ps.event(
         "Pod",
@@ -294,10 +286,8 @@ def _report(
     target: int,
 ) -> None:
     old, spec = job.status, job.spec
-    binds = {(a.namespace, a.name) for a in ps.pod_actions if isinstance(a, BindPod)}
     total = len(keep) + len(placed)
-    bound = sum(1 for w in keep if w.node is not None or (w.namespace, w.name) in binds)
-    bound += sum(1 for _, pl in placed if pl.bind_now)
+    bound = sum(1 for w in keep if w.node is not None) + heal.binds
     ready = sum(1 for w in keep if w.node is not None and w.phase is PodPhase.RUNNING)
     if target == 0:
         phase, message = JobPhase.WAITING, "scaled to zero"

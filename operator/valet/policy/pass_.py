@@ -6,7 +6,7 @@ import dataclasses
 from collections import Counter
 
 from valet.model.enums import EventType, Health, NodeState, Reason
-from valet.model.plan import Action, DeletePod, EmitEvent, SetNodeState
+from valet.model.plan import Action, DeletePod, EmitEvent, EvictPod, SetNodeState
 from valet.model.view import ClusterView, Node, Pod
 from valet.policy.config import PolicyConfig
 
@@ -79,6 +79,10 @@ class Pass:
 
     def delete_pod(self, pod: Pod, reason: Reason) -> None:
         self.pod_actions.append(DeletePod(pod.namespace, pod.name, reason))
+        self.evicted.add(pod.key)
+
+    def evict_pod(self, pod: Pod, grace_seconds: int, reason: Reason) -> None:
+        self.pod_actions.append(EvictPod(pod.namespace, pod.name, grace_seconds, reason))
         self.evicted.add(pod.key)
 
     def set_state(self, node: str, state: NodeState, reason: Reason, message: str) -> None:

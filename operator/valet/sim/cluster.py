@@ -116,8 +116,6 @@ class SimCluster:
         self.startup_seconds = startup_seconds
         self.remediation_model = remediation
         self.spot_runtime = spot_runtime
-        self.applied: list[Action] = []
-        self.keep_actions = False
         self._frozen: dict[str, Node] = {}
         self._pods_view: tuple[Pod, ...] | None = None
         self.on_action: list[Callable[[Action, float], None]] = []
@@ -175,8 +173,6 @@ class SimCluster:
             self._apply(action, now)
             for hook in self.on_action:
                 hook(action, now)
-            if self.keep_actions:
-                self.applied.append(action)
 
     def _apply(self, action: Action, now: float) -> None:
         match action:
