@@ -98,3 +98,64 @@ class AgentMetrics:
                 self.temperature.labels(node, index).set(gpu.temperature_c)
             for reason in ("thermal", "power-brake", "hw-slowdown"):
                 self.throttle.labels(node, index, reason).set(1 if reason in gpu.throttle else 0)
+
+
+class OperatorMetrics:
+    """The operator's metrics (DESIGN §6): pools, nodes, jobs, heals, passes."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.nodes = Gauge(
+            "valet_nodes", "Pool nodes by lifecycle state", ["pool", "state"], registry=r
+        )
+        self.spares = Gauge("valet_spares", "Spare nodes in the healing buffer", ["pool"], registry=r)
+        self.spares_target = Gauge(
+            "valet_spares_target", "Target size of the healing buffer", ["pool"], registry=r
+        )
+        self.spot_gpus = Gauge(
+            "valet_spot_gpus", "GPUs packed with spot (preemptible) pods", ["pool"], registry=r
+        )
+        self.preemptions = Counter(
+            "valet_preemptions", "Spot pods evicted, by reason", ["pool", "reason"], registry=r
+        )
+        self.heal_seconds = Histogram(
+            "valet_heal_latency_seconds",
+            "Fault observed to replacement worker bound",
+            ["pool"],
+            buckets=HEAL_BUCKETS,
+            registry=r,
+        )
+        self.swaps = Counter(
+            "valet_swaps", "Workers moved off a failing node onto a spare", ["namespace", "job"],
+            registry=r,
+        )
+        self.job_replicas = Gauge(
+            "valet_job_replicas",
+            "TrainingJob workers by state (desired, bound, ready)",
+            ["namespace", "job", "state"],
+            registry=r,
+        )
+        self.job_phase = Gauge(
+            "valet_job_phase", "1 for the TrainingJob's current phase", ["namespace", "job", "phase"],
+            registry=r,
+        )
+        self.pass_seconds = Histogram(
+            "valet_reconcile_duration_seconds",
+            "One reconcile pass: snapshot, decide, apply",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            registry=r,
+        )
+        self.actions = Counter(
+            "valet_actions", "Plan actions applied, by type", ["action"], registry=r
+        )
+        self.action_errors = Counter(
+            "valet_action_errors",
+            "Plan actions that failed after retries, by type and reason",
+            ["action", "reason"],
+            registry=r,
+        )
+        self.invalid_specs = Gauge(
+            "valet_invalid_specs", "TrainingJobs and SpotPools with a spec valet cannot run",
+            ["kind"], registry=r,
+        )

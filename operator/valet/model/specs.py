@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from valet.model import _parse as p
-from valet.model.enums import JobPhase
+from valet.model.enums import JobPhase, NodeState
 from valet.model.errors import SpecError
 from valet.model.shards import ShardSet
 from valet.model.timefmt import from_rfc3339, to_rfc3339
@@ -20,6 +20,7 @@ from valet.model.timefmt import from_rfc3339, to_rfc3339
 Raw = Mapping[str, Any]
 DEFAULT_TOPOLOGY_KEY = "topology.kubernetes.io/zone"
 _PHASES = frozenset(p.value for p in JobPhase)
+_NODE_COUNT_KEYS = ("new", *(s.value for s in NodeState), "unknown")
 
 
 # --- TrainingJob -------------------------------------------------------------------------
@@ -365,7 +366,8 @@ class SpotPoolStatus:
         return {
             "spares": self.spares,
             "sparesTarget": self.spares_target,
-            "nodes": dict(self.nodes),
+            # Every state, zeros included: a merge patch keeps keys it does not mention.
+            "nodes": {s: self.nodes.get(s, 0) for s in _NODE_COUNT_KEYS} | dict(self.nodes),
             "spotGPUs": self.spot_gpus,
             "spotPods": self.spot_pods,
             "preemptions": self.preemptions,
@@ -379,7 +381,7 @@ class SpotPoolStatus:
         return cls(
             spares=int(raw.get("spares") or 0),
             spares_target=int(raw.get("sparesTarget") or 0),
-            nodes={str(k): int(v) for k, v in (raw.get("nodes") or {}).items()},
+            nodes={str(k): int(v) for k, v in (raw.get("nodes") or {}).items() if v},
             spot_gpus=int(raw.get("spotGPUs") or 0),
             spot_pods=int(raw.get("spotPods") or 0),
             preemptions=int(raw.get("preemptions") or 0),

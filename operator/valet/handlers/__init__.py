@@ -1,0 +1,1 @@
+"""The Kopf layer: watches feed the cache, one reconciler runs fetch → decide → apply → status."""

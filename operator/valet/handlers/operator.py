@@ -1,0 +1,153 @@
+"""Kopf registrations and the wiring of one operator process.
+
+Watches of Nodes, Pods, TrainingJobs and SpotPools feed the cache and poke the single
+reconciler; nothing here decides anything. ``registry`` is what ``valet operator`` runs
+and what the integration tests run in-process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+from typing import Any
+
+import kopf
+
+from valet.handlers.reconciler import LoopConfig, Reconciler
+from valet.k8s import codec
+from valet.k8s.apply import Applier
+from valet.k8s.cache import Cache, Kind
+from valet.k8s.client import Api, core_path, load_api_client, node_path, valet_path
+from valet.k8s.lease import LeaderElector
+from valet.metrics import OperatorMetrics
+from valet.policy import PolicyConfig
+
+registry = kopf.OperatorRegistry()
+
+
+@dataclasses.dataclass(frozen=True)
+class OperatorOptions:
+    namespace: str | None = None  # None: cluster-wide
+    kubeconfig: str | None = None
+    policy: PolicyConfig = PolicyConfig()
+    loop: LoopConfig = LoopConfig()
+    node_config: codec.NodeReadConfig = codec.NodeReadConfig()
+    leader_election: bool = False
+    lease_namespace: str = "default"
+    identity: str = "valet"
+
+
+class Operator:
+    """One operator process: API client, cache, applier, reconciler and metrics."""
+
+    def __init__(self, options: OperatorOptions, api: Api | None = None) -> None:
+        self.options = options
+        self.api = api or Api(load_api_client(options.kubeconfig))
+        self.cache = Cache(options.node_config)
+        self.metrics = OperatorMetrics()
+        self.applier = Applier(self.api, self.cache)
+        self.reconciler = Reconciler(
+            self.cache, self.applier, self.metrics, policy=options.policy, loop=options.loop
+        )
+        self.leader = (
+            LeaderElector(self.api, options.lease_namespace, options.identity, self.reconciler.active)
+            if options.leader_election
+            else None
+        )
+        self.tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        await self.initial_sync()
+        if self.leader is not None:
+            self.reconciler.active.clear()
+            self.tasks.append(asyncio.create_task(self.leader.run(), name="valet-leader"))
+        self.tasks.append(asyncio.create_task(self.reconciler.run(), name="valet-reconciler"))
+
+    async def stop(self) -> None:
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        if self.leader is not None:
+            await self.leader.release()
+        self.api.close()
+
+    async def initial_sync(self) -> None:
+        """List everything once, so the first pass never decides over a partial view."""
+        ns = self.options.namespace
+        sources = (
+            (Kind.NODE, node_path()),
+            (Kind.POD, core_path("pods", ns)),
+            (Kind.JOB, valet_path("trainingjobs", ns)),
+            (Kind.POOL, valet_path("spotpools", None)),
+        )
+        for kind, path in sources:
+            listing = await self.api.call("GET", path)
+            for item in listing.get("items") or ():
+                self.cache.observe(kind, item)
+        self.reconciler.synced.set()
+        self.reconciler.poke()
+
+    def on_event(self, kind: Kind, event: dict[str, Any]) -> None:
+        raw = event.get("object") or {}
+        if self.cache.observe(kind, raw, deleted=event.get("type") == "DELETED"):
+            self.reconciler.poke()
+
+
+def _operator(memo: Any) -> Operator:
+    op: Operator = memo.operator
+    return op
+
+
+@kopf.on.startup(registry=registry)
+async def _startup(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
+    settings.posting.enabled = False  # valet posts its own Events, one per decision
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    settings.networking.request_timeout = 30
+    logging.getLogger("kopf.objects").setLevel(logging.WARNING)
+    await _operator(memo).start()
+
+
+@kopf.on.cleanup(registry=registry)
+async def _cleanup(memo: Any, **_: Any) -> None:
+    await _operator(memo).stop()
+
+
+@kopf.on.event("", "v1", "nodes", registry=registry)
+async def _node(event: dict[str, Any], memo: Any, **_: Any) -> None:
+    _operator(memo).on_event(Kind.NODE, event)
+
+
+@kopf.on.event("", "v1", "pods", registry=registry)
+async def _pod(event: dict[str, Any], memo: Any, **_: Any) -> None:
+    _operator(memo).on_event(Kind.POD, event)
+
+
+@kopf.on.event("valet.dev", "v1alpha1", "trainingjobs", registry=registry)
+async def _job(event: dict[str, Any], memo: Any, **_: Any) -> None:
+    _operator(memo).on_event(Kind.JOB, event)
+
+
+@kopf.on.event("valet.dev", "v1alpha1", "spotpools", registry=registry)
+async def _pool(event: dict[str, Any], memo: Any, **_: Any) -> None:
+    _operator(memo).on_event(Kind.POOL, event)
+
+
+@kopf.on.login(registry=registry)
+def _login(memo: Any, **_: Any) -> kopf.ConnectionInfo:
+    """Kopf connects with the same credentials as valet's own client (one kubeconfig source)."""
+    cfg = _operator(memo).api.api_client.configuration
+    keys = cfg.api_key or {}
+    header = str(keys.get("BearerToken") or keys.get("authorization") or "")
+    scheme, _, token = header.partition(" ")
+    return kopf.ConnectionInfo(
+        server=cfg.host,
+        ca_path=cfg.ssl_ca_cert or None,
+        insecure=not cfg.verify_ssl,
+        scheme=scheme or None,
+        token=token or None,
+        certificate_path=cfg.cert_file or None,
+        private_key_path=cfg.key_file or None,
+        default_namespace=_operator(memo).options.namespace,
+    )

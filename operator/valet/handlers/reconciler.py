@@ -1,0 +1,220 @@
+"""The level-triggered reconciler: one pass at a time over the whole cluster.
+
+Watch events poke it; it waits a short debounce so a burst becomes one pass, takes a
+snapshot, calls ``policy.decide``, applies the Plan, and reports. It also passes when
+the Plan asks to be woken (backoff, hysteresis, timeouts) and on a periodic resync, so
+a silent agent turns "unknown" even when nothing else happens.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+from collections.abc import Callable
+
+import structlog
+
+from valet.k8s import errors
+from valet.k8s.apply import Applier
+from valet.k8s.cache import Cache, Invalid, Kind
+from valet.k8s.client import MERGE, valet_path
+from valet.metrics import OperatorMetrics
+from valet.model.enums import EventType, PodKind
+from valet.model.plan import Action, EvictPod, PatchJobStatus, Plan
+from valet.model.specs import Condition, set_condition
+from valet.model.view import ClusterView
+from valet.policy import PolicyConfig, decide
+
+log = structlog.get_logger("valet.reconciler")
+SPEC_VALID = "SpecValid"
+
+
+@dataclasses.dataclass(frozen=True)
+class LoopConfig:
+    debounce_seconds: float = 0.05  # gather a burst of events into one pass
+    resync_seconds: float = 15.0  # pass at least this often
+    error_backoff_seconds: float = 1.0
+
+
+class Reconciler:
+    def __init__(
+        self,
+        cache: Cache,
+        applier: Applier,
+        metrics: OperatorMetrics,
+        *,
+        policy: PolicyConfig = PolicyConfig(),
+        loop: LoopConfig = LoopConfig(),
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.cache, self.applier, self.metrics = cache, applier, metrics
+        self.policy, self.loop, self.clock = policy, loop, clock
+        self._poked = asyncio.Event()
+        self.synced = asyncio.Event()  # set once the first full listing is in the cache
+        self.active = asyncio.Event()  # cleared while another replica leads
+        self.active.set()
+        self.passes = 0
+        self.last_plan = Plan()
+        self._services: set[str] = set()
+        self._reported_invalid: dict[tuple[Kind, str], str] = {}
+        applier.on_error = self._count_error
+
+    def poke(self) -> None:
+        self._poked.set()
+
+    async def run(self) -> None:
+        await self.synced.wait()
+        wake_at: float | None = None
+        while True:
+            await self.active.wait()
+            timeout = self.loop.resync_seconds
+            if wake_at is not None:
+                timeout = max(0.0, min(timeout, wake_at - self.clock()))
+            try:
+                await asyncio.wait_for(self._poked.wait(), timeout)
+                await asyncio.sleep(self.loop.debounce_seconds)
+            except TimeoutError:
+                pass
+            self._poked.clear()
+            if not self.active.is_set():
+                continue
+            try:
+                plan = await self.run_pass()
+                wake_at = plan.wake_at
+            except Exception:  # a failed pass must not end the loop; the next one retries
+                log.exception("reconcile pass failed")
+                await asyncio.sleep(self.loop.error_backoff_seconds)
+
+    async def run_pass(self) -> Plan:
+        started = time.perf_counter()
+        now = self.clock()
+        view = self.cache.view()
+        plan = decide(view, now, self.policy)
+        await self.applier.apply(plan)
+        self._observe(view, plan)
+        await self._services_and_specs()
+        self.passes += 1
+        self.last_plan = plan
+        self.metrics.pass_seconds.observe(time.perf_counter() - started)
+        if len(plan):
+            log.info("pass", actions=len(plan), took=round(time.perf_counter() - started, 4))
+        return plan
+
+    # --- metrics -----------------------------------------------------------------------
+
+    def _count_error(self, action: Action, err: errors.ApiError) -> None:
+        self.metrics.action_errors.labels(type(action).__name__, err.reason or str(err.status)).inc()
+
+    def _observe(self, view: ClusterView, plan: Plan) -> None:
+        m = self.metrics
+        jobs = {j.key: j for j in view.jobs}
+        pods = {p.key: p for p in view.pods}
+        for action in plan:
+            m.actions.labels(type(action).__name__).inc()
+            if isinstance(action, EvictPod):
+                pod = pods.get(f"{action.namespace}/{action.name}")
+                if pod is not None and pod.kind is PodKind.SPOT:
+                    m.preemptions.labels(pod.owner, action.reason.value).inc()
+            elif isinstance(action, PatchJobStatus):
+                job = jobs.get(f"{action.namespace}/{action.name}")
+                new, old = action.status, job.status if job else None
+                if job is None or old is None:
+                    continue
+                if new.swaps > old.swaps:
+                    m.swaps.labels(job.namespace, job.name).inc(new.swaps - old.swaps)
+                if new.last_heal is not None and new.last_heal != old.last_heal:
+                    m.heal_seconds.labels(job.spec.pool or "").observe(new.last_heal.seconds)
+                    log.info(
+                        "healed",
+                        job=job.key,
+                        node=new.last_heal.failed_node,
+                        spare=new.last_heal.spare,
+                        seconds=round(new.last_heal.seconds, 3),
+                    )
+        for pool in self.cache.pools.values():
+            s = pool.status
+            m.spares.labels(pool.name).set(s.spares)
+            m.spares_target.labels(pool.name).set(s.spares_target)
+            m.spot_gpus.labels(pool.name).set(s.spot_gpus)
+            for state in ("new", "active", "spare", "suspect", "draining", "healing", "retired"):
+                m.nodes.labels(pool.name, state).set(s.nodes.get(state, 0))
+            m.nodes.labels(pool.name, "unknown").set(s.nodes.get("unknown", 0))
+        for job in self.cache.jobs.values():
+            s = job.status
+            for state, value in (
+                ("desired", job.spec.target),
+                ("bound", s.replicas),
+                ("ready", s.ready_replicas),
+            ):
+                m.job_replicas.labels(job.namespace, job.name, state).set(value)
+            if s.phase is not None:
+                for phase in ("Pending", "Running", "Degraded", "Healing", "Waiting", "Succeeded", "Failed"):
+                    m.job_phase.labels(job.namespace, job.name, phase).set(
+                        1 if s.phase.value == phase else 0
+                    )
+        for kind in (Kind.JOB, Kind.POOL):
+            m.invalid_specs.labels(kind.value).set(
+                sum(1 for k, _ in self.cache.invalid if k is kind)
+            )
+
+    # --- headless Services and spec errors ----------------------------------------------
+
+    async def _services_and_specs(self) -> None:
+        while self.cache.deleted_jobs:
+            job = self.cache.deleted_jobs.pop()
+            self._services.discard(job.key)
+            await self._best_effort(self.applier.delete_service(job.namespace, job.name))
+        for key, job in list(self.cache.jobs.items()):
+            if key not in self._services and not job.deleting:
+                await self._best_effort(self.applier.ensure_service(key))
+                self._services.add(key)
+        for ident, invalid in list(self.cache.invalid.items()):
+            if self._reported_invalid.get(ident) != invalid.resource_version:
+                self._reported_invalid[ident] = invalid.resource_version
+                await self._best_effort(self._report_invalid(invalid))
+        for ident in list(self._reported_invalid):
+            if ident not in self.cache.invalid:
+                del self._reported_invalid[ident]
+                await self._best_effort(self._report_valid(*ident))
+
+    async def _best_effort(self, coro: object) -> None:
+        try:
+            await coro  # type: ignore[misc]  # a coroutine of one of the helpers above
+        except errors.ApiError as err:
+            log.warning("housekeeping failed", error=str(err))
+
+    def _status_path(self, kind: Kind, key: str) -> str:
+        ns, _, name = key.rpartition("/")
+        plural = "trainingjobs" if kind is Kind.JOB else "spotpools"
+        return valet_path(plural, ns or None, name, "status")
+
+    async def _set_spec_condition(self, kind: Kind, key: str, cond: Condition) -> None:
+        raw = self.cache.raw[kind].get(key) or {}
+        old = tuple(Condition.parse(c) for c in (raw.get("status") or {}).get("conditions") or ())
+        conditions = set_condition(old, cond)
+        body = {"status": {"conditions": [c.to_dict() for c in conditions]}}
+        result = await self.applier.api.call(
+            "PATCH", self._status_path(kind, key), body, content_type=MERGE
+        )
+        self.cache.observe(kind, result)
+
+    async def _report_invalid(self, inv: Invalid) -> None:
+        key = f"{inv.namespace}/{inv.name}" if inv.namespace else inv.name
+        message = str(inv.error)
+        running = key in (self.cache.jobs if inv.kind is Kind.JOB else self.cache.pools)
+        if running:
+            message += " (the last valid spec keeps running)"
+        log.warning("invalid spec", kind=inv.kind.value, name=key, error=str(inv.error))
+        cond = Condition(SPEC_VALID, False, "InvalidSpec", message, self.clock())
+        await self._set_spec_condition(inv.kind, key, cond)
+        await self.applier.event(
+            inv.kind.value, inv.namespace, inv.name, EventType.WARNING, "InvalidSpec", message
+        )
+
+    async def _report_valid(self, kind: Kind, key: str) -> None:
+        if key not in self.cache.raw[kind]:
+            return
+        cond = Condition(SPEC_VALID, True, "Valid", "", self.clock())
+        await self._set_spec_condition(kind, key, cond)
+

@@ -1,0 +1,205 @@
+"""The operator's informer-style cache: the latest state of Nodes, Pods, TrainingJobs and
+SpotPools, fed by watch events and by the answers to valet's own writes.
+
+Each object keeps its ``resourceVersion``; an update older than what is cached is
+dropped, so a late watch event never rolls back what a write already showed
+(read-your-writes), and a tombstone keeps a deleted object from coming back.
+``view()`` returns the frozen ``ClusterView`` that policy decides over.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from valet.k8s import codec
+from valet.model.errors import SpecError
+from valet.model.view import ClusterView, Job, Node, Pod, Pool
+
+Raw = Mapping[str, Any]
+TOMBSTONES = 10_000
+
+
+class Kind(enum.StrEnum):
+    NODE = "Node"
+    POD = "Pod"
+    JOB = "TrainingJob"
+    POOL = "SpotPool"
+
+
+@dataclasses.dataclass(frozen=True)
+class Invalid:
+    """A TrainingJob or SpotPool whose spec valet cannot run (kept out of, or frozen in, the view)."""
+
+    kind: Kind
+    namespace: str | None
+    name: str
+    uid: str
+    resource_version: str
+    error: SpecError
+
+
+def _rv(raw: Raw) -> int | None:
+    try:
+        return int(codec.meta(raw).get("resourceVersion") or "")
+    except ValueError:
+        return None
+
+
+def _without_heartbeat(node: Node) -> Node:
+    return dataclasses.replace(node, health=dataclasses.replace(node.health, heartbeat=None))
+
+
+def key_of(raw: Raw) -> str:
+    md = codec.meta(raw)
+    ns = md.get("namespace")
+    return f"{ns}/{md.get('name')}" if ns else str(md.get("name"))
+
+
+class Cache:
+    def __init__(
+        self,
+        node_config: codec.NodeReadConfig = codec.NodeReadConfig(),
+        clock: Callable[[], float] | None = None,
+    ) -> None:
+        import time
+
+        self.node_config = node_config
+        self.clock = clock or time.time
+        self.raw: dict[Kind, dict[str, Raw]] = {k: {} for k in Kind}
+        self.nodes: dict[str, Node] = {}
+        self.pods: dict[str, Pod] = {}
+        self.jobs: dict[str, Job] = {}
+        self.pools: dict[str, Pool] = {}
+        self.invalid: dict[tuple[Kind, str], Invalid] = {}
+        self.deleted_jobs: list[Job] = []  # for the Service clean-up
+        self._versions: dict[tuple[Kind, str], int] = {}
+        self._tombstones: OrderedDict[tuple[Kind, str], int] = OrderedDict()
+        self._pods_view: tuple[Pod, ...] | None = None
+        self.generation = 0  # bumps on every change policy can see
+
+    # --- feeding -------------------------------------------------------------------------
+
+    def observe(self, kind: Kind, raw: Raw, deleted: bool = False) -> bool:
+        """Apply one watch event or write result; True when the view changed."""
+        key = key_of(raw)
+        rv, ident = _rv(raw), (kind, key)
+        known = self._versions.get(ident)
+        dead = self._tombstones.get(ident)
+        if rv is not None:
+            if known is not None and rv < known:
+                return False
+            if dead is not None and rv <= dead:
+                return False
+        if deleted:
+            return self._forget(kind, key, rv)
+        if rv is not None:
+            self._versions[ident] = rv
+        self._tombstones.pop(ident, None)
+        self.raw[kind][key] = raw
+        changed = getattr(self, f"_upsert_{kind.name.lower()}")(key, raw)
+        if changed:
+            self.generation += 1
+        return bool(changed)
+
+    def _forget(self, kind: Kind, key: str, rv: int | None) -> bool:
+        ident = (kind, key)
+        self._versions.pop(ident, None)
+        self._tombstones[ident] = rv if rv is not None else 1 << 62
+        while len(self._tombstones) > TOMBSTONES:
+            self._tombstones.popitem(last=False)
+        self.raw[kind].pop(key, None)
+        self.invalid.pop(ident, None)
+        store: dict[str, Any] = {
+            Kind.NODE: self.nodes,
+            Kind.POD: self.pods,
+            Kind.JOB: self.jobs,
+            Kind.POOL: self.pools,
+        }[kind]
+        gone = store.pop(key, None)
+        if gone is None:
+            return False
+        if kind is Kind.POD:
+            self._pods_view = None
+        if kind is Kind.JOB:
+            self.deleted_jobs.append(gone)
+        self.generation += 1
+        return True
+
+    def _upsert_node(self, key: str, raw: Raw) -> bool:
+        node = codec.node_from(raw, self.node_config, self.clock())
+        old = self.nodes.get(key)
+        self.nodes[key] = node
+        # A fresh heartbeat alone needs no pass: staleness is checked on the periodic resync.
+        return old is None or _without_heartbeat(old) != _without_heartbeat(node)
+
+    def _upsert_pod(self, key: str, raw: Raw) -> bool:
+        pod = codec.pod_from(raw)
+        old = self.pods.get(key)
+        if pod is None:
+            if old is None:
+                return False
+            del self.pods[key]
+        elif old == pod:
+            return False
+        else:
+            self.pods[key] = pod
+        self._pods_view = None
+        return True
+
+    def _upsert_job(self, key: str, raw: Raw) -> bool:
+        return self._upsert_spec(Kind.JOB, key, raw, codec.job_from, self.jobs)
+
+    def _upsert_pool(self, key: str, raw: Raw) -> bool:
+        return self._upsert_spec(Kind.POOL, key, raw, codec.pool_from, self.pools)
+
+    def _upsert_spec(
+        self,
+        kind: Kind,
+        key: str,
+        raw: Raw,
+        parse: Callable[[Raw], Any],
+        store: dict[str, Any],
+    ) -> bool:
+        try:
+            obj = parse(raw)
+        except SpecError as err:
+            # A bad edit keeps the last good spec running; a job never valid is not run at all.
+            md = codec.meta(raw)
+            self.invalid[(kind, key)] = Invalid(
+                kind,
+                md.get("namespace"),
+                str(md.get("name")),
+                str(md.get("uid") or ""),
+                str(md.get("resourceVersion") or ""),
+                err,
+            )
+            return False
+        self.invalid.pop((kind, key), None)
+        if store.get(key) == obj:
+            return False
+        store[key] = obj
+        return True
+
+    def patch_pod(self, key: str, **changes: Any) -> None:
+        """What a write did to a pod before its watch event arrives (bind, eviction)."""
+        pod = self.pods.get(key)
+        if pod is not None:
+            self.pods[key] = dataclasses.replace(pod, **changes)
+            self._pods_view = None
+            self.generation += 1
+
+    # --- reading -------------------------------------------------------------------------
+
+    def view(self) -> ClusterView:
+        if self._pods_view is None:
+            self._pods_view = tuple(self.pods.values())
+        return ClusterView(
+            nodes=dict(self.nodes),
+            pods=self._pods_view,
+            jobs=tuple(self.jobs.values()),
+            pools=tuple(self.pools.values()),
+        )

@@ -1,0 +1,1 @@
+"""Simulated GPU nodes over the public Kubernetes API: Nodes, Leases, a kubelet, a GPU agent."""

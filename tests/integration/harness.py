@@ -1,0 +1,192 @@
+"""A cluster for integration tests: the emulator (or a real cluster), simulated GPU nodes,
+and the real operator (the registry ``valet operator`` runs), all in this event loop.
+
+With ``VALET_E2E_KUBECONFIG`` set, the same harness points at that cluster instead of
+starting the emulator.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import os
+import tempfile
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import kopf
+import yaml
+
+from tests.emulator.server import Chaos, Emulator, kubeconfig, serve
+from valet.handlers import operator as op_module
+from valet.handlers.operator import Operator, OperatorOptions
+from valet.handlers.reconciler import LoopConfig
+from valet.k8s import errors
+from valet.k8s.client import MERGE, Api, RetryPolicy, core_path, load_api_client, node_path, valet_path
+from valet.policy import PolicyConfig
+from valet.simnodes.nodes import SimConfig, SimNodes, inject_fault
+
+T = TypeVar("T")
+E2E_KUBECONFIG = os.environ.get("VALET_E2E_KUBECONFIG")
+CRDS = Path(__file__).parents[2] / "crds"
+FAST_RETRY = RetryPolicy(attempts=10, initial_seconds=0.01, max_seconds=0.2, deadline_seconds=20)
+
+
+@dataclasses.dataclass
+class Cluster:
+    api: Api
+    sim: SimNodes
+    emulator: Emulator | None
+    kubeconfig: str
+    operator: Operator | None = None
+    _kopf: list[asyncio.Task[Any]] = dataclasses.field(default_factory=list)
+    _stop: asyncio.Event | None = None
+
+    # --- the operator ------------------------------------------------------------------
+
+    async def start_operator(self, options: OperatorOptions) -> Operator:
+        operator = Operator(options, api=Api(load_api_client(self.kubeconfig), retry=FAST_RETRY))
+        self._stop = asyncio.Event()
+        ready = asyncio.Event()
+        tasks = await kopf.spawn_tasks(
+            registry=op_module.registry,
+            clusterwide=options.namespace is None,
+            namespaces=[options.namespace] if options.namespace else (),
+            standalone=True,
+            memo=kopf.Memo(operator=operator),
+            stop_flag=self._stop,
+            ready_flag=ready,
+        )
+        self._kopf = [asyncio.create_task(kopf.run_tasks(tasks, ignored=set()))]
+        await asyncio.wait_for(operator.reconciler.synced.wait(), 30)
+        self.operator = operator
+        return operator
+
+    async def stop_operator(self, graceful: bool = True) -> None:
+        """Stop the operator; ``graceful=False`` kills it mid-flight, as a crashed pod."""
+        if self.operator is None:
+            return
+        if graceful and self._stop is not None:
+            self._stop.set()
+            await asyncio.wait(self._kopf, timeout=10)
+        for task in self._kopf:
+            task.cancel()
+        await asyncio.gather(*self._kopf, return_exceptions=True)
+        await self.operator.stop()
+        self.operator = None
+
+    # --- reading and waiting -----------------------------------------------------------
+
+    async def get(self, path: str) -> dict[str, Any]:
+        return await self.api.call("GET", path)
+
+    async def items(self, path: str, **query: str) -> list[dict[str, Any]]:
+        return (await self.api.call("GET", path, query=query or None)).get("items") or []
+
+    async def job(self, ns: str, name: str) -> dict[str, Any]:
+        return await self.get(valet_path("trainingjobs", ns, name))
+
+    async def pool(self, name: str) -> dict[str, Any]:
+        return await self.get(valet_path("spotpools", None, name))
+
+    async def node(self, name: str) -> dict[str, Any]:
+        return await self.get(node_path(name))
+
+    async def pods(self, ns: str | None = None, selector: str = "") -> list[dict[str, Any]]:
+        query = {"labelSelector": selector} if selector else {}
+        return await self.items(core_path("pods", ns), **query)
+
+    async def until(
+        self, probe: Callable[[], Awaitable[T | None | bool]], timeout: float = 30, what: str = ""
+    ) -> T:
+        """Await a condition over the API: poll ``probe`` until it returns something truthy."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        last: Any = None
+        while True:
+            with contextlib.suppress(errors.ApiError):
+                last = await probe()
+                if last:
+                    return last  # type: ignore[return-value]
+            if asyncio.get_running_loop().time() > deadline:
+                raise AssertionError(f"timed out after {timeout}s waiting for {what or probe}: {last!r}")
+            await asyncio.sleep(0.05)
+
+    # --- acting ------------------------------------------------------------------------
+
+    async def apply(self, manifest: dict[str, Any]) -> dict[str, Any]:
+        kind = manifest["kind"]
+        md = manifest["metadata"]
+        if kind == "TrainingJob":
+            path = valet_path("trainingjobs", md.get("namespace", "default"))
+        elif kind == "SpotPool":
+            path = valet_path("spotpools", None)
+        elif kind == "Namespace":
+            path = core_path("namespaces", None)
+        else:
+            raise ValueError(kind)
+        try:
+            return await self.api.call("POST", path, manifest)
+        except errors.AlreadyExistsError:
+            return await self.api.call("PATCH", f"{path}/{md['name']}", manifest, content_type=MERGE)
+
+    async def namespace(self, name: str) -> None:
+        with contextlib.suppress(errors.AlreadyExistsError):
+            await self.api.call("POST", core_path("namespaces", None), {"metadata": {"name": name}})
+
+    async def fault(self, node: str, gpu: int = 0, xid: int | None = 79, signal: str | None = None) -> None:
+        await inject_fault(self.api, node, gpu, xid if signal is None else None, signal)
+
+    async def annotate_node(self, node: str, annotations: dict[str, str | None]) -> None:
+        await self.api.call("PATCH", node_path(node), {"metadata": {"annotations": annotations}}, content_type=MERGE)
+
+
+def node_names(count: int, prefix: str = "gpu") -> list[str]:
+    return [f"{prefix}-{i:03d}" for i in range(count)]
+
+
+@contextlib.asynccontextmanager
+async def cluster(
+    nodes: Sequence[str],
+    *,
+    sim: SimConfig = SimConfig(probe_seconds=1.0, startup_seconds=0.2, remediation_seconds=0.5),
+    chaos: Chaos | None = None,
+) -> AsyncIterator[Cluster]:
+    async with contextlib.AsyncExitStack() as stack:
+        emulator: Emulator | None = None
+        if E2E_KUBECONFIG:
+            path = E2E_KUBECONFIG
+        else:
+            emulator, url = await stack.enter_async_context(serve(chaos))
+            tmp = stack.enter_context(tempfile.TemporaryDirectory())
+            path = str(Path(tmp) / "kubeconfig")
+            Path(path).write_text(yaml.safe_dump(kubeconfig(url)))
+        os.environ.pop("KUBERNETES_SERVICE_HOST", None)
+        api = Api(load_api_client(path), retry=FAST_RETRY)
+        simnodes = SimNodes(api, nodes, sim)
+        sim_task = asyncio.create_task(simnodes.run())
+        c = Cluster(api=api, sim=simnodes, emulator=emulator, kubeconfig=path)
+        try:
+            await asyncio.wait_for(simnodes.ready.wait(), 60)
+            yield c
+        finally:
+            await c.stop_operator(graceful=False)
+            sim_task.cancel()
+            await asyncio.gather(sim_task, return_exceptions=True)
+            api.close()
+
+
+def fast_options(**policy: Any) -> OperatorOptions:
+    """Operator options for tests: short hysteresis so scenarios take seconds, not minutes."""
+    defaults: dict[str, Any] = {
+        "staleness_seconds": 10.0,
+        "suspect_after_seconds": 1.0,
+        "recover_after_seconds": 0.5,
+        "worker_grace_seconds": 1,
+        "remediation_timeout_seconds": 30.0,
+    }
+    defaults.update(policy)
+    return OperatorOptions(
+        policy=PolicyConfig(**defaults), loop=LoopConfig(debounce_seconds=0.02, resync_seconds=1.0)
+    )
