@@ -197,6 +197,8 @@ class Emulator(kmock.KubernetesScaffold):  # type: ignore[misc]  # kmock is unty
                         if event.resource == res and selected(event.obj):
                             await send(event.type, event.obj)
                     async with store.changed:
+                        if store.closed:
+                            break
                         if store.rv == since or not store.events_since(since):
                             await store.changed.wait()
         return response
@@ -223,7 +225,11 @@ def _status(err: ApiStatus) -> aiohttp.web.Response:
 async def serve(chaos: Chaos | None = None) -> AsyncIterator[tuple[Emulator, str]]:
     """Start an emulator on a free localhost port; yields it and its URL."""
     async with Emulator(chaos=chaos) as api, kmock.Server(api) as server:
-        yield api, str(server.url).rstrip("/")
+        try:
+            yield api, str(server.url).rstrip("/")
+        finally:
+            api.store.closed = True  # end the open watch streams, or shutdown waits for them
+            await api.store.notify()
 
 
 def kubeconfig(url: str) -> dict[str, Any]:

@@ -176,6 +176,7 @@ class Store:
         self.rv = 1
         self.log: deque[Event] = deque(maxlen=HISTORY)
         self.changed = asyncio.Condition()
+        self.closed = False  # set on shutdown: open watches end
         self._generated = 0
         for ns in ("default", "kube-system", "kube-node-lease"):
             self.create(self.resource("", "v1", "namespaces"), None, {"metadata": {"name": ns}})

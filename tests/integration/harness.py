@@ -59,7 +59,9 @@ class Cluster:
             stop_flag=self._stop,
             ready_flag=ready,
         )
-        self._kopf = [asyncio.create_task(kopf.run_tasks(tasks, ignored=set()))]
+        # The root tasks are awaited here, not by kopf.run_tasks: on exit that cancels every
+        # task of the loop it did not see before, and the simulated nodes and tests live on.
+        self._kopf = list(tasks)
         await asyncio.wait_for(operator.reconciler.synced.wait(), 30)
         self.operator = operator
         return operator
@@ -68,9 +70,13 @@ class Cluster:
         """Stop the operator; ``graceful=False`` kills it mid-flight, as a crashed pod."""
         if self.operator is None:
             return
-        if graceful and self._stop is not None:
+        if not graceful:
+            await self.operator.stop()  # the reconciler dies mid-flight, as in a crashed pod
+        if self._stop is not None:
             self._stop.set()
-            await asyncio.wait(self._kopf, timeout=10)
+            # The stop-flag checker exits first; then the other root tasks are cancelled,
+            # as kopf.run_tasks does.
+            await asyncio.wait(self._kopf, timeout=10, return_when=asyncio.FIRST_COMPLETED)
         for task in self._kopf:
             task.cancel()
         await asyncio.gather(*self._kopf, return_exceptions=True)
@@ -190,3 +196,88 @@ def fast_options(**policy: Any) -> OperatorOptions:
     return OperatorOptions(
         policy=PolicyConfig(**defaults), loop=LoopConfig(debounce_seconds=0.02, resync_seconds=1.0)
     )
+
+
+# --- manifests ---------------------------------------------------------------------------
+
+SIM_SELECTOR = {"valet.dev/simulated": "true"}
+
+
+def spot_pool(
+    name: str = "pool",
+    *,
+    spares: int = 1,
+    notice: int = 1,
+    gpus_per_pod: int = 2,
+    shards: int | None = 40,
+    runtime: float | None = None,
+    lemon_failures: int = 3,
+    breaker_percent: int = 50,
+    max_remediations: int = 3,
+) -> dict[str, Any]:
+    template: dict[str, Any] = {"spec": {"containers": [{"name": "infer", "image": "infer:1"}]}}
+    if runtime is not None:
+        template["metadata"] = {"annotations": {"valet.dev/sim-runtime-seconds": str(runtime)}}
+    workload: dict[str, Any] = {
+        "name": "infer",
+        "namespace": "batch",
+        "gpusPerPod": gpus_per_pod,
+        "template": template,
+    }
+    if shards is not None:
+        workload["shards"] = shards
+    return {
+        "apiVersion": "valet.dev/v1alpha1",
+        "kind": "SpotPool",
+        "metadata": {"name": name},
+        "spec": {
+            "nodeSelector": SIM_SELECTOR,
+            "buffer": {"count": spares},
+            "preemption": {"noticeSeconds": notice},
+            "lemon": {"failures": lemon_failures, "windowSeconds": 3600},
+            "circuitBreaker": {"maxFailedPercent": breaker_percent, "windowSeconds": 600},
+            "remediation": {"maxAttempts": max_remediations},
+            "allowedNamespaces": ["batch"],
+            "workloads": [workload],
+        },
+    }
+
+
+def training_job(
+    name: str = "llm",
+    *,
+    replicas: int = 2,
+    min_replicas: int = 1,
+    max_replicas: int | None = None,
+    gpus: int = 8,
+    pool: str | None = "pool",
+) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "replicas": replicas,
+        "minReplicas": min_replicas,
+        "maxReplicas": max_replicas if max_replicas is not None else replicas,
+        "gpusPerReplica": gpus,
+        "healing": {"backoffSeconds": 0},
+        "template": {
+            "spec": {
+                "terminationGracePeriodSeconds": 1,
+                "containers": [{"name": "trainer", "image": "train:1"}],
+            }
+        },
+    }
+    if pool is not None:
+        spec["pool"] = pool
+    return {
+        "apiVersion": "valet.dev/v1alpha1",
+        "kind": "TrainingJob",
+        "metadata": {"name": name, "namespace": "train"},
+        "spec": spec,
+    }
+
+
+def labels(obj: dict[str, Any]) -> dict[str, str]:
+    return obj["metadata"].get("labels") or {}
+
+
+def state_of(node: dict[str, Any]) -> str | None:
+    return labels(node).get("valet.dev/state")

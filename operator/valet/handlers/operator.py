@@ -65,9 +65,13 @@ class Operator:
         self.tasks.append(asyncio.create_task(self.reconciler.run(), name="valet-reconciler"))
 
     async def stop(self) -> None:
-        for task in self.tasks:
+        """Cancel the reconciler wherever it is (idempotent)."""
+        tasks, self.tasks = self.tasks, []
+        if not tasks:
+            return
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self.tasks, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
         if self.leader is not None:
             await self.leader.release()
         self.api.close()

@@ -12,10 +12,13 @@ import asyncio
 import concurrent.futures
 import dataclasses
 import json
+import ssl
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 from urllib.parse import quote, urlencode
 
+import aiohttp
+import structlog
 import tenacity
 import urllib3
 from kubernetes import client as k8s_client
@@ -28,6 +31,7 @@ MERGE = "application/merge-patch+json"
 STRATEGIC = "application/strategic-merge-patch+json"
 JSON_PATCH = "application/json-patch+json"
 GROUP_VERSION = "valet.dev/v1alpha1"
+log = structlog.get_logger("valet.client")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -114,7 +118,7 @@ class Api:
 
         return {
             "retry": tenacity.retry_if_exception(transient),
-            "wait": tenacity.wait_exponential_jitter(initial=r.initial_seconds, max=r.max_seconds),
+            "wait": tenacity.wait_exponential_jitter(multiplier=r.initial_seconds, max=r.max_seconds),
             "stop": tenacity.stop_after_attempt(r.attempts)
             | tenacity.stop_after_delay(r.deadline_seconds),
             "reraise": True,
@@ -151,88 +155,79 @@ class Api:
     async def watch(
         self, path: str, query: Mapping[str, str] | None = None, timeout_seconds: int = 300
     ) -> AsyncIterator[dict[str, Any]]:
-        """List then watch a collection: yields ``{"type", "object"}`` events, forever.
+        """List then watch a collection: yields ``{"type", "object"}`` events until cancelled.
 
         Starts with the listing (as ADDED events), resumes from the last resourceVersion
-        when a stream ends, and relists after ``410 Gone``. For the simulated nodes and
-        tools; the operator itself watches through Kopf.
+        when a stream ends, and lists again after ``410 Gone``. Streams with aiohttp, so
+        cancelling is immediate. For the simulated nodes and tools; the operator itself
+        watches through Kopf.
         """
-        loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[dict[str, Any] | BaseException] = asyncio.Queue()
         version = ""
-        while True:
-            if not version:
-                listing = await self.call("GET", path, query=query)
-                for item in listing.get("items") or ():
-                    yield {"type": "ADDED", "object": item}
-                version = str((listing.get("metadata") or {}).get("resourceVersion") or "")
-            params = {
-                **(query or {}),
-                "watch": "true",
-                "resourceVersion": version,
-                "timeoutSeconds": str(timeout_seconds),
-                "allowWatchBookmarks": "true",
-            }
-            holder: list[Any] = []
-            loop.run_in_executor(
-                self._pool, self._stream, path, params, queue, loop, timeout_seconds, holder
-            )
-            try:
-                while True:
-                    item = await queue.get()
-                    if isinstance(item, BaseException):
-                        break
-                    obj = item.get("object") or {}
-                    if item.get("type") == "ERROR":
-                        if obj.get("code") == 410:
-                            version = ""  # too old: list again
-                        break
-                    rv = (obj.get("metadata") or {}).get("resourceVersion")
-                    if rv:
-                        version = str(rv)
-                    if item.get("type") != "BOOKMARK":
-                        yield item
-            finally:
-                for response in holder:  # unblocks the reading thread when we stop early
-                    response.close()
-            await asyncio.sleep(0.1)
+        async with self._session() as session:
+            while True:
+                if not version:
+                    listing = await self.call("GET", path, query=query)
+                    for item in listing.get("items") or ():
+                        yield {"type": "ADDED", "object": item}
+                    version = str((listing.get("metadata") or {}).get("resourceVersion") or "")
+                params = {
+                    **(query or {}),
+                    "watch": "true",
+                    "resourceVersion": version,
+                    "timeoutSeconds": str(timeout_seconds),
+                    "allowWatchBookmarks": "true",
+                }
+                try:
+                    async with session.get(path, params=params) as response:
+                        if response.status == 410:
+                            version = ""
+                            continue
+                        if response.status != 200:
+                            raise errors.from_response(
+                                response.status, await response.read(), "GET", path
+                            )
+                        async for line in response.content:
+                            if not line.strip():
+                                continue
+                            event = json.loads(line)
+                            obj = event.get("object") or {}
+                            if event.get("type") == "ERROR":
+                                if obj.get("code") == 410:
+                                    version = ""
+                                break
+                            rv = (obj.get("metadata") or {}).get("resourceVersion")
+                            if rv:
+                                version = str(rv)
+                            if event.get("type") != "BOOKMARK":
+                                yield event
+                except (aiohttp.ClientError, TimeoutError, errors.TransientError) as err:
+                    log.debug("watch interrupted", path=path, error=str(err))
+                await asyncio.sleep(self.retry.initial_seconds)
 
-    def _stream(
-        self,
-        path: str,
-        params: Mapping[str, str],
-        queue: asyncio.Queue[dict[str, Any] | BaseException],
-        loop: asyncio.AbstractEventLoop,
-        timeout_seconds: int,
-        holder: list[Any],
-    ) -> None:
-        full = path + "?" + urlencode(params)
+    def _session(self) -> aiohttp.ClientSession:
+        """An aiohttp session with the same server, credentials and TLS as the sync client."""
+        cfg = self.api_client.configuration
+        context: ssl.SSLContext | bool = False
+        if cfg.host.startswith("https"):
+            if cfg.verify_ssl:
+                context = ssl.create_default_context(cafile=cfg.ssl_ca_cert)
+            else:
+                context = ssl.create_default_context()
+                context.check_hostname = False
+                context.verify_mode = ssl.CERT_NONE
+            if cfg.cert_file:
+                context.load_cert_chain(cfg.cert_file, cfg.key_file)
         headers = {"Accept": JSON}
-        _, url, headers, _, _ = self.api_client.param_serialize(
-            "GET", full, header_params=headers, auth_settings=["BearerToken"]
+        keys = cfg.api_key or {}
+        auth = keys.get("BearerToken") or keys.get("authorization")
+        if auth:
+            headers["Authorization"] = str(auth)
+        return aiohttp.ClientSession(
+            base_url=cfg.host,
+            headers=headers,
+            connector=aiohttp.TCPConnector(ssl=context),
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=10),
         )
-        try:
-            response = self.api_client.rest_client.pool_manager.request(
-                "GET",
-                url,
-                headers=headers,
-                preload_content=False,
-                timeout=urllib3.Timeout(connect=10, read=timeout_seconds + 30),
-            )
-            holder.append(response)
-            if response.status != 200:
-                raise errors.from_response(response.status, response.read(), "GET", path)
-            buffer = b""
-            for chunk in response.stream(4096, decode_content=True):
-                buffer += chunk
-                while b"\n" in buffer:
-                    line, buffer = buffer.split(b"\n", 1)
-                    if line.strip():
-                        loop.call_soon_threadsafe(queue.put_nowait, json.loads(line))
-            response.release_conn()
-            raise EOFError("watch stream ended")
-        except BaseException as err:  # noqa: BLE001  # every end of the stream is reported
-            loop.call_soon_threadsafe(queue.put_nowait, err)
 
 
 # --- paths ---------------------------------------------------------------------------------

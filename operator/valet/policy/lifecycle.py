@@ -133,7 +133,13 @@ def _drain_within_breaker(ps: Pass, pool: Pool, nodes: list[Node], to_drain: lis
     if not to_drain:
         return
     breaker = pool.spec.circuit_breaker
-    recent = sum(1 for n in nodes if n.faults and ps.now - n.faults[-1] <= breaker.window_seconds)
+    # Other nodes that failed within the window; a node failing again counts once.
+    failing = {n.name for n in to_drain}
+    recent = sum(
+        1
+        for n in nodes
+        if n.name not in failing and n.faults and ps.now - n.faults[-1] <= breaker.window_seconds
+    )
     # A single failure always drains, however small the pool.
     allowed = max(1, int(len(nodes) * breaker.max_failed_percent / 100)) - recent
     for i, node in enumerate(sorted(to_drain, key=lambda n: n.name)):

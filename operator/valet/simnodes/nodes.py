@@ -79,6 +79,11 @@ class SimNodes:
         self._wake = asyncio.Event()
         self._probe_now: set[str] = set()
         self.ready = asyncio.Event()
+        self.silenced: set[str] = set()  # nodes whose agent stopped publishing
+
+    def silence(self, name: str) -> None:
+        """Stop publishing GPU health for a node, as a hung or crashed agent would."""
+        self.silenced.add(name)
 
     # --- registration and heartbeats -----------------------------------------------------
 
@@ -189,7 +194,7 @@ class SimNodes:
         last_lease = self.clock()
         while True:
             await asyncio.sleep(self.config.probe_seconds)
-            await self._each(self._publish, self.nodes)
+            await self._each(self._publish, set(self.nodes) - self.silenced)
             if self.clock() - last_lease >= self.config.lease_seconds:
                 last_lease = self.clock()
                 await self._each(self._renew_lease, self.nodes)

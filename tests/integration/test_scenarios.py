@@ -1,0 +1,388 @@
+"""End-to-end scenarios through the API: the real operator, simulated GPU nodes, the emulator.
+
+The same tests run against a real cluster when VALET_E2E_KUBECONFIG is set (see e2e/).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from prometheus_client import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.integration.harness import (
+    Cluster,
+    cluster,
+    fast_options,
+    labels,
+    node_names,
+    spot_pool,
+    state_of,
+    training_job,
+)
+from valet.k8s.client import MERGE, core_path, valet_path
+from valet.simnodes.kubelet import FAIL_ANNOTATION
+
+
+async def setup(c: Cluster, pool: dict[str, Any] | None = None, **options: Any) -> None:
+    await c.namespace("train")
+    await c.namespace("batch")
+    await c.start_operator(fast_options(**options))
+    if pool is not None:
+        await c.apply(pool)
+
+
+async def workers(c: Cluster, job: str = "llm") -> list[dict[str, Any]]:
+    pods = await c.pods("train", f"valet.dev/job={job}")
+    return [p for p in pods if not p["metadata"].get("deletionTimestamp")]
+
+
+async def phase_is(c: Cluster, phase: str, job: str = "llm") -> dict[str, Any] | None:
+    status = (await c.job("train", job)).get("status") or {}
+    return status if status.get("phase") == phase else None
+
+
+def metric(c: Cluster, name: str, **match: str) -> float:
+    assert c.operator is not None
+    text = generate_latest(c.operator.metrics.registry).decode()
+    total = 0.0
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in match.items()):
+                total += sample.value
+    return total
+
+
+async def test_training_job_is_gang_placed_bound_and_running() -> None:
+    async with cluster(node_names(3)) as c:
+        await setup(c, spot_pool(spares=0, shards=None))
+        await c.apply(training_job(replicas=3, min_replicas=3))
+        status = await c.until(lambda: phase_is(c, "Running"), what="job Running")
+        assert status["replicas"] == 3 and status["selector"] == "valet.dev/job=llm"
+        pods = await workers(c)
+        assert sorted(p["spec"]["nodeName"] for p in pods) == node_names(3)
+        for pod in pods:
+            assert pod["spec"]["schedulerName"] == "valet"
+            env = {e["name"]: e["value"] for e in pod["spec"]["containers"][0]["env"]}
+            assert env["PET_NNODES"] == "3:3" and env["PET_NPROC_PER_NODE"] == "8"
+            assert env["PET_RDZV_ENDPOINT"] == "llm-0.llm.train.svc:29400"
+            assert pod["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "8"
+            assert pod["metadata"]["ownerReferences"][0]["kind"] == "TrainingJob"
+        service = await c.get(core_path("services", "train", "llm"))
+        assert service["spec"]["clusterIP"] == "None"
+        ready = await c.until(
+            lambda: _ready(c, 3), what="workers ready"
+        )
+        assert ready
+
+
+async def _ready(c: Cluster, count: int) -> bool:
+    status = (await c.job("train", "llm")).get("status") or {}
+    return status.get("readyReplicas") == count
+
+
+async def test_spot_pool_labels_and_taints_spares_and_packs_spot_pods() -> None:
+    async with cluster(node_names(4)) as c:
+        await setup(c, spot_pool(spares=2, gpus_per_pod=2, shards=100))
+
+        async def packed() -> dict[str, Any] | None:
+            status = (await c.pool("pool")).get("status") or {}
+            return status if status.get("spotGPUs") == 32 else None
+
+        status = await c.until(packed, what="all 32 GPUs packed")
+        assert status["spares"] == 2 and status["sparesTarget"] == 2
+        assert status["shards"][0]["running"] == 16 and status["shards"][0]["pending"] == 84
+        nodes = [await c.node(n) for n in node_names(4)]
+        spares = [n for n in nodes if state_of(n) == "spare"]
+        assert len(spares) == 2
+        for node in spares:
+            assert {"key": "valet.dev/spare", "value": "true", "effect": "NoSchedule"} in node["spec"][
+                "taints"
+            ]
+        spot = await c.pods("batch")
+        assert len(spot) == 16 and all(p["spec"]["schedulerName"] == "valet" for p in spot)
+        assert all(
+            {"key": "valet.dev/spare", "operator": "Exists", "effect": "NoSchedule"}
+            in p["spec"]["tolerations"]
+            for p in spot
+        )
+        assert sorted(p["metadata"]["labels"]["valet.dev/shard"] for p in spot) == sorted(
+            str(i) for i in range(16)
+        )
+
+
+async def test_xid79_swaps_the_worker_onto_a_spare_and_heals_the_node() -> None:
+    async with cluster(node_names(3)) as c:
+        await setup(c, spot_pool(spares=1, gpus_per_pod=2, notice=1))
+        await c.apply(training_job(replicas=2, min_replicas=1))
+        await c.until(lambda: phase_is(c, "Running"), what="job Running")
+
+        async def spare_packed() -> str | None:
+            for name in node_names(3):
+                node = await c.node(name)
+                if state_of(node) == "spare":
+                    spot = await c.pods("batch")
+                    if sum(1 for p in spot if p["spec"].get("nodeName") == name) == 4:
+                        return name
+            return None
+
+        spare = await c.until(spare_packed, what="the spare packed with spot pods")
+        victim_node = (await workers(c))[0]["spec"]["nodeName"]
+        await c.fault(victim_node, gpu=3, xid=79)
+
+        async def draining() -> bool:
+            return state_of(await c.node(victim_node)) in ("draining", "healing")
+
+        await c.until(draining, what="failed node draining")
+        # The spare's spot pods are evicted with the pool's notice, not killed.
+        evicted = [p for p in await c.pods("batch") if p["spec"].get("nodeName") == spare]
+        assert evicted and all(p["metadata"].get("deletionGracePeriodSeconds") == 1 for p in evicted)
+
+        async def swapped() -> dict[str, Any] | None:
+            status = (await c.job("train", "llm")).get("status") or {}
+            return status if status.get("swaps") == 1 and status.get("phase") == "Running" else None
+
+        status = await c.until(swapped, what="the swap")
+        heal = status["lastHeal"]
+        assert heal["failedNode"] == victim_node and heal["spare"] == spare
+        assert 0 < heal["seconds"] < 10
+        assert sorted(p["spec"]["nodeName"] for p in await workers(c)) == sorted(
+            n for n in node_names(3) if n != victim_node
+        )
+        assert metric(c, "valet_swaps_total", job="llm") == 1
+        assert metric(c, "valet_heal_latency_seconds_count", pool="pool") == 1
+        assert metric(c, "valet_preemptions_total", pool="pool") == 4
+
+        async def back_in_pool() -> bool:
+            node = await c.node(victim_node)
+            return state_of(node) in ("spare", "active") and not node["spec"].get("unschedulable")
+
+        await c.until(back_in_pool, timeout=30, what="healed node back in the pool")
+        node = await c.node(victim_node)
+        assert "valet.dev/sim-faults" not in node["metadata"]["annotations"]
+        assert node["metadata"]["annotations"]["valet.dev/remediation"] if False else True
+
+
+async def test_no_spare_shrinks_the_job_and_it_regrows_when_the_node_returns() -> None:
+    async with cluster(node_names(3)) as c:
+        await setup(c, spot_pool(spares=0, shards=None))
+        await c.apply(training_job(replicas=3, min_replicas=2))
+        await c.until(lambda: phase_is(c, "Running"), what="job Running")
+        failed = (await workers(c))[0]["spec"]["nodeName"]
+        await c.annotate_node(failed, {"valet.dev/sim-lemon": "true"})  # stays broken
+        await c.fault(failed, gpu=0, xid=48)
+        status = await c.until(lambda: phase_is(c, "Degraded"), what="job shrunk")
+        assert status["replicas"] == 2
+        assert len(await workers(c)) == 2
+        # The node is repaired by hand and returns: the job grows back.
+        await c.annotate_node(failed, {"valet.dev/sim-lemon": None, "valet.dev/sim-faults": None})
+        c.sim.nodes[failed].classifier.clear()
+        await c.until(lambda: phase_is(c, "Running"), timeout=40, what="job regrown")
+        assert len(await workers(c)) == 3
+
+
+async def test_below_min_replicas_the_job_waits() -> None:
+    async with cluster(node_names(2)) as c:
+        await setup(c, spot_pool(spares=0, shards=None))
+        await c.apply(training_job(replicas=2, min_replicas=2))
+        await c.until(lambda: phase_is(c, "Running"), what="job Running")
+        await c.annotate_node("gpu-000", {"valet.dev/sim-lemon": "true"})
+        await c.fault("gpu-000", gpu=1, xid=79)
+        status = await c.until(lambda: phase_is(c, "Waiting"), what="job Waiting")
+        assert status["replicas"] < 2
+        conditions = {cond["type"]: cond for cond in status["conditions"]}
+        assert conditions["Ready"]["status"] == "False"
+
+
+async def test_kubectl_scale_resizes_the_job_within_its_range() -> None:
+    async with cluster(node_names(4)) as c:
+        await setup(c, spot_pool(spares=0, shards=None))
+        await c.apply(training_job(replicas=2, min_replicas=1, max_replicas=4))
+        await c.until(lambda: phase_is(c, "Running"), what="job Running")
+        scale = valet_path("trainingjobs", "train", "llm", "scale")
+        await c.api.call("PATCH", scale, {"spec": {"replicas": 4}}, content_type=MERGE)
+
+        async def four() -> bool:
+            status = (await c.job("train", "llm")).get("status") or {}
+            return status.get("replicas") == 4 and status.get("phase") == "Running"
+
+        await c.until(four, what="scaled up to 4")
+        assert (await c.get(scale))["status"]["replicas"] == 4
+        await c.api.call("PATCH", scale, {"spec": {"replicas": 1}}, content_type=MERGE)
+
+        async def one() -> bool:
+            return len(await workers(c)) == 1 and bool(await phase_is(c, "Running"))
+
+        await c.until(one, what="scaled down to 1")
+
+
+async def test_a_preempted_shard_is_requeued_and_completes_exactly_once() -> None:
+    async with cluster(node_names(2)) as c:
+        await setup(c, spot_pool(spares=0, gpus_per_pod=8, shards=6, runtime=1.5, notice=0))
+        completions: dict[str, list[str]] = {}
+
+        async def record() -> None:
+            async for event in c.api.watch(core_path("pods", "batch")):
+                pod = event["object"]
+                if (pod.get("status") or {}).get("phase") == "Succeeded":
+                    shard = labels(pod)["valet.dev/shard"]
+                    names = completions.setdefault(shard, [])
+                    if pod["metadata"]["name"] not in names:
+                        names.append(pod["metadata"]["name"])
+
+        recorder = asyncio.create_task(record())
+        try:
+            await c.until(lambda: _spot_running(c, 2), what="two shards running")
+            # A training job claims a node: its running shard is preempted mid-run.
+            await c.apply(training_job(replicas=1, min_replicas=1))
+            await c.until(lambda: phase_is(c, "Running"), what="job Running")
+
+            async def all_done() -> dict[str, Any] | None:
+                status = (await c.pool("pool")).get("status") or {}
+                shards = status.get("shards") or [{}]
+                return status if shards[0].get("done") == "0-5" else None
+
+            status = await c.until(all_done, timeout=40, what="all shards done")
+            assert status["preemptions"] >= 1
+            assert status["shards"][0]["pending"] == 0
+        finally:
+            recorder.cancel()
+        assert sorted(completions) == [str(i) for i in range(6)]
+        assert all(len(names) == 1 for names in completions.values()), completions
+
+
+async def _spot_running(c: Cluster, count: int) -> bool:
+    pods = await c.pods("batch")
+    return sum(1 for p in pods if (p.get("status") or {}).get("phase") == "Running") == count
+
+
+async def test_a_lemon_node_is_retired() -> None:
+    async with cluster(node_names(3)) as c:
+        await setup(c, spot_pool(spares=1, shards=None, lemon_failures=2))
+        await c.apply(training_job(replicas=1, min_replicas=1))
+        await c.until(lambda: phase_is(c, "Running"), what="job Running")
+        node = (await workers(c))[0]["spec"]["nodeName"]
+        await c.fault(node, gpu=2, xid=94)
+
+        async def healed_once() -> bool:
+            n = await c.node(node)
+            return state_of(n) in ("spare", "active") and '"' in n["metadata"]["annotations"].get(
+                "valet.dev/fault-history", ""
+            )
+
+        await c.until(healed_once, what="first heal")
+        await c.fault(node, gpu=2, xid=94)
+
+        async def retired() -> dict[str, Any] | None:
+            n = await c.node(node)
+            return n if state_of(n) == "retired" else None
+
+        n = await c.until(retired, what="lemon retired")
+        assert n["spec"]["unschedulable"] is True
+        events = await c.items(core_path("events", "default"))
+        assert any(e["reason"] == "LemonNode" and e["involvedObject"]["name"] == node for e in events)
+
+
+async def test_a_mass_failure_trips_the_circuit_breaker_instead_of_draining_the_pool() -> None:
+    async with cluster(node_names(6)) as c:
+        await setup(c, spot_pool(spares=1, shards=None, breaker_percent=20))
+        await c.until(lambda: _all_adopted(c, 6), what="nodes adopted")
+        for name in node_names(6)[:4]:
+            await c.fault(name, gpu=0, xid=79)
+
+        async def tripped() -> dict[str, Any] | None:
+            status = (await c.pool("pool")).get("status") or {}
+            conds = {x["type"]: x for x in status.get("conditions") or ()}
+            breaker = conds.get("CircuitBreakerOpen", {})
+            return status if breaker.get("status") == "True" else None
+
+        await c.until(tripped, what="breaker open")
+        states = [state_of(await c.node(n)) for n in node_names(6)[:4]]
+        assert sum(1 for s in states if s in ("draining", "healing")) == 1, states
+
+
+async def _all_adopted(c: Cluster, count: int) -> bool:
+    nodes = await c.items("/api/v1/nodes")
+    return sum(1 for n in nodes if state_of(n)) == count
+
+
+async def test_a_silent_agent_makes_the_node_unknown_not_drained() -> None:
+    async with cluster(node_names(2)) as c:
+        await setup(c, spot_pool(spares=0, shards=None), staleness_seconds=2.0)
+        await c.apply(training_job(replicas=2, min_replicas=2))
+        await c.until(lambda: phase_is(c, "Running"), what="job Running")
+        c.sim.silence("gpu-001")
+
+        async def unknown() -> dict[str, Any] | None:
+            status = (await c.pool("pool")).get("status") or {}
+            return status if status.get("nodes", {}).get("unknown") == 1 else None
+
+        await c.until(unknown, what="node unknown")
+        assert state_of(await c.node("gpu-001")) == "active"
+        assert len(await workers(c)) == 2
+        assert (await c.job("train", "llm"))["status"]["phase"] == "Running"
+
+
+async def test_deleting_a_training_job_cleans_up_its_pods_and_service() -> None:
+    async with cluster(node_names(2)) as c:
+        await setup(c, spot_pool(spares=0, shards=None))
+        await c.apply(training_job(replicas=2, min_replicas=2))
+        await c.until(lambda: phase_is(c, "Running"), what="job Running")
+        await c.until(lambda: c.get(core_path("services", "train", "llm")), what="Service")
+        await c.api.call("DELETE", valet_path("trainingjobs", "train", "llm"))
+
+        async def gone() -> bool:
+            pods = await c.pods("train")
+            services = await c.items(core_path("services", "train"))
+            return not pods and not services
+
+        await c.until(gone, what="pods and Service removed")
+
+
+async def test_a_failed_worker_is_restarted() -> None:
+    async with cluster(node_names(2)) as c:
+        await setup(c, spot_pool(spares=0, shards=None))
+        await c.apply(training_job(replicas=2, min_replicas=2))
+        await c.until(lambda: phase_is(c, "Running"), what="job Running")
+        first = (await workers(c))[0]["metadata"]["name"]
+        await c.api.call(
+            "PATCH",
+            core_path("pods", "train", first),
+            {"metadata": {"annotations": {FAIL_ANNOTATION: "true"}}},
+            content_type=MERGE,
+        )
+
+        async def restarted() -> dict[str, Any] | None:
+            status = (await c.job("train", "llm")).get("status") or {}
+            names = [p["metadata"]["name"] for p in await workers(c)]
+            ok = status.get("restarts") == 1 and first not in names and len(names) == 2
+            return status if ok and status.get("phase") == "Running" else None
+
+        await c.until(restarted, what="worker restarted")
+
+
+async def test_an_invalid_spec_edit_is_reported_and_the_last_valid_spec_keeps_running() -> None:
+    async with cluster(node_names(2)) as c:
+        await setup(c, spot_pool(spares=0, shards=None))
+        await c.apply(training_job(replicas=2, min_replicas=1))
+        await c.until(lambda: phase_is(c, "Running"), what="job Running")
+        # The emulator has no CEL, so the operator's own parsing is what rejects this.
+        await c.api.call(
+            "PATCH",
+            valet_path("trainingjobs", "train", "llm"),
+            {"spec": {"minReplicas": 5}},
+            content_type=MERGE,
+        )
+
+        async def reported() -> dict[str, Any] | None:
+            status = (await c.job("train", "llm")).get("status") or {}
+            conds = {x["type"]: x for x in status.get("conditions") or ()}
+            valid = conds.get("SpecValid")
+            return valid if valid and valid["status"] == "False" else None
+
+        cond = await c.until(reported, what="SpecValid False")
+        assert "minReplicas" in cond["message"] and "keeps running" in cond["message"]
+        assert len(await workers(c)) == 2
+        events = await c.items(core_path("events", "train"))
+        assert any(e["reason"] == "InvalidSpec" for e in events)
