@@ -1,8 +1,10 @@
-"""The ``valet`` command: subcommands for the simulator (and, later, operator and agent)."""
+"""The ``valet`` command: ``simulate`` (fleet simulator), ``operator``, ``agent`` and ``sim``
+(simulated GPU nodes for clusters without GPUs)."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 from collections.abc import Sequence
@@ -194,6 +196,77 @@ def _configure_logging(fmt: str) -> None:
     )
 
 
+def _operator(args: argparse.Namespace) -> int:
+    import asyncio
+    import os
+    import socket
+
+    import kopf
+    from prometheus_client import start_http_server
+
+    from valet.handlers.operator import Operator, OperatorOptions, registry
+    from valet.handlers.reconciler import LoopConfig
+    from valet.k8s.codec import DetectorRule, NodeReadConfig
+    from valet.policy import PolicyConfig
+
+    _configure_logging(args.log_format)
+    detectors = tuple(DetectorRule(condition=c) for c in args.detector_condition) + tuple(
+        DetectorRule(taint=t) for t in args.detector_taint
+    )
+    options = OperatorOptions(
+        namespace=args.namespace,
+        kubeconfig=args.kubeconfig,
+        policy=PolicyConfig(staleness_seconds=args.staleness_seconds),
+        loop=LoopConfig(debounce_seconds=args.debounce_seconds),
+        node_config=NodeReadConfig(detectors, staleness_seconds=args.staleness_seconds),
+        leader_election=args.leader_elect,
+        lease_namespace=args.lease_namespace or os.environ.get("POD_NAMESPACE", "default"),
+        identity=os.environ.get("POD_NAME") or socket.gethostname(),
+    )
+    operator = Operator(options)
+    start_http_server(args.metrics_port, registry=operator.metrics.registry)
+    asyncio.run(
+        kopf.operator(
+            registry=registry,
+            clusterwide=args.namespace is None,
+            namespaces=[args.namespace] if args.namespace else (),
+            standalone=True,
+            memo=kopf.Memo(operator=operator),
+            liveness_endpoint=f"http://0.0.0.0:{args.health_port}/healthz",
+        )
+    )
+    return 0
+
+
+def _sim(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from valet.k8s.client import Api, load_api_client
+    from valet.simnodes.nodes import SimConfig, SimNodes, inject_fault
+
+    _configure_logging(args.log_format)
+    api = Api(load_api_client(args.kubeconfig))
+    if args.sim_command == "fault":
+        if (args.xid is None) == (args.signal is None):
+            print("valet sim fault: give --xid or --signal", file=sys.stderr)
+            return 2
+        faults = asyncio.run(inject_fault(api, args.node, args.gpu, args.xid, args.signal))
+        print(json.dumps(faults))
+        return 0
+    labels = dict(item.split("=", 1) for item in args.label)
+    names = [f"{args.prefix}-{i:03d}" for i in range(args.nodes)]
+    config = SimConfig(
+        gpus=args.gpus,
+        labels=labels,
+        startup_seconds=args.startup_seconds,
+        probe_seconds=args.probe_seconds,
+        remediation_seconds=args.remediation_seconds,
+    )
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(SimNodes(api, names, config).run())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="valet", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -267,6 +340,63 @@ def build_parser() -> argparse.ArgumentParser:
         "--once", action="store_true", help="probe once, print the verdict as JSON, publish nothing"
     )
     agent.set_defaults(func=_agent)
+
+    op = sub.add_parser("operator", help="run the operator (Kopf) against the current cluster")
+    op.add_argument("--namespace", default=None, help="watch one namespace (default: all)")
+    op.add_argument("--kubeconfig", default=None, help="default: in-cluster, else $KUBECONFIG")
+    op.add_argument("--leader-elect", action="store_true", help="for replicas > 1 (a Lease)")
+    op.add_argument("--lease-namespace", default=None, help="default: $POD_NAMESPACE")
+    op.add_argument("--metrics-port", type=int, default=9400)
+    op.add_argument("--health-port", type=int, default=8080, help="Kopf liveness /healthz")
+    op.add_argument(
+        "--staleness-seconds",
+        type=float,
+        default=120.0,
+        help="a health report older than this makes a node unknown",
+    )
+    op.add_argument(
+        "--debounce-seconds",
+        type=float,
+        default=0.05,
+        help="events within this window share one reconcile pass",
+    )
+    op.add_argument(
+        "--detector-condition",
+        action="append",
+        default=[],
+        metavar="TYPE",
+        help="a node condition of another detector that means unhealthy when True",
+    )
+    op.add_argument(
+        "--detector-taint",
+        action="append",
+        default=[],
+        metavar="KEY",
+        help="a taint of another detector that means unhealthy",
+    )
+    op.add_argument("--log-format", choices=("json", "console"), default="json")
+    op.set_defaults(func=_operator)
+
+    sim_nodes = sub.add_parser(
+        "sim", help="simulated GPU nodes (run) and fault injection (fault), over the API"
+    )
+    sim_nodes.add_argument("--kubeconfig", default=None)
+    sim_nodes.add_argument("--log-format", choices=("json", "console"), default="console")
+    sim_sub = sim_nodes.add_subparsers(dest="sim_command", required=True)
+    run = sim_sub.add_parser("run", help="register N nodes and play kubelet and GPU agent")
+    run.add_argument("--nodes", type=int, default=4)
+    run.add_argument("--gpus", type=int, default=8)
+    run.add_argument("--prefix", default="sim-gpu")
+    run.add_argument("--label", action="append", default=[], metavar="K=V")
+    run.add_argument("--startup-seconds", type=float, default=1.0)
+    run.add_argument("--probe-seconds", type=float, default=10.0)
+    run.add_argument("--remediation-seconds", type=float, default=5.0)
+    fault = sim_sub.add_parser("fault", help="inject a GPU fault on a simulated node")
+    fault.add_argument("node")
+    fault.add_argument("--gpu", type=int, default=0)
+    fault.add_argument("--xid", type=int, default=None)
+    fault.add_argument("--signal", default=None, help="e.g. ecc-dbe, gpu-lost, thermal-throttle")
+    sim_nodes.set_defaults(func=_sim)
     return parser
 
 

@@ -109,7 +109,9 @@ class OperatorMetrics:
         self.nodes = Gauge(
             "valet_nodes", "Pool nodes by lifecycle state", ["pool", "state"], registry=r
         )
-        self.spares = Gauge("valet_spares", "Spare nodes in the healing buffer", ["pool"], registry=r)
+        self.spares = Gauge(
+            "valet_spares", "Spare nodes in the healing buffer", ["pool"], registry=r
+        )
         self.spares_target = Gauge(
             "valet_spares_target", "Target size of the healing buffer", ["pool"], registry=r
         )
@@ -127,7 +129,9 @@ class OperatorMetrics:
             registry=r,
         )
         self.swaps = Counter(
-            "valet_swaps", "Workers moved off a failing node onto a spare", ["namespace", "job"],
+            "valet_swaps",
+            "Workers moved off a failing node onto a spare",
+            ["namespace", "job"],
             registry=r,
         )
         self.job_replicas = Gauge(
@@ -137,7 +141,9 @@ class OperatorMetrics:
             registry=r,
         )
         self.job_phase = Gauge(
-            "valet_job_phase", "1 for the TrainingJob's current phase", ["namespace", "job", "phase"],
+            "valet_job_phase",
+            "1 for the TrainingJob's current phase",
+            ["namespace", "job", "phase"],
             registry=r,
         )
         self.pass_seconds = Histogram(
@@ -156,6 +162,8 @@ class OperatorMetrics:
             registry=r,
         )
         self.invalid_specs = Gauge(
-            "valet_invalid_specs", "TrainingJobs and SpotPools with a spec valet cannot run",
-            ["kind"], registry=r,
+            "valet_invalid_specs",
+            "TrainingJobs and SpotPools with a spec valet cannot run",
+            ["kind"],
+            registry=r,
         )

@@ -19,7 +19,7 @@ from typing import Any
 import aiohttp.web
 import kmock
 
-from tests.emulator.store import ApiStatus, Resource, Store
+from tests.emulator.store import ApiStatusError, Resource, Store
 
 
 @dataclasses.dataclass
@@ -61,7 +61,7 @@ def _parse_path(path: str) -> tuple[str, str, str | None, str, str | None, str |
 
 
 class Emulator(kmock.KubernetesScaffold):  # type: ignore[misc]  # kmock is untyped here
-    """A Kubernetes API server in memory. Use ``async with Emulator() as api, kmock.Server(api)``."""
+    """A Kubernetes API server in memory; ``serve()`` starts one on a localhost port."""
 
     def __init__(self, *args: Any, chaos: Chaos | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -69,7 +69,11 @@ class Emulator(kmock.KubernetesScaffold):  # type: ignore[misc]  # kmock is unty
         self.chaos = chaos or Chaos()
         self.log: list[tuple[str, str]] = []  # (method, path) of every resource request
         for res in self.store.resources.values():
-            info = self.resources[f"{res.group}/{res.version}/{res.plural}" if res.group else f"{res.version}/{res.plural}"]
+            info = self.resources[
+                f"{res.group}/{res.version}/{res.plural}"
+                if res.group
+                else f"{res.version}/{res.plural}"
+            ]
             info.kind = res.kind
             info.namespaced = res.namespaced
             info.singular = res.kind.lower()
@@ -84,7 +88,7 @@ class Emulator(kmock.KubernetesScaffold):  # type: ignore[misc]  # kmock is unty
             return await super().__call__(raw)
         group, version, ns, plural, name, sub = parsed
         if (group, version, plural) not in self.store.resources:
-            return _status(ApiStatus(404, "NotFound", f"the server could not find {plural}"))
+            return _status(ApiStatusError(404, "NotFound", f"the server could not find {plural}"))
         res = self.store.resources[(group, version, plural)]
         params = dict(raw.query)
         method = raw.method.upper()
@@ -96,17 +100,19 @@ class Emulator(kmock.KubernetesScaffold):  # type: ignore[misc]  # kmock is unty
             try:
                 body = json.loads(text) if text else None
             except ValueError:
-                raise ApiStatus(400, "BadRequest", "the body is not JSON") from None
+                raise ApiStatusError(400, "BadRequest", "the body is not JSON") from None
             fault = self.chaos.pick()
             if fault in ("conflict", "throttle", "internal"):
-                raise ApiStatus(*_FAULTS[fault])
+                raise ApiStatusError(*_FAULTS[fault])
             content_type = raw.headers.get("Content-Type", "application/json")
             result, code = self._dispatch(method, res, ns, name, sub, params, body, content_type)
             await self.store.notify()
             if fault == "timeout-after-work":
-                raise ApiStatus(504, "Timeout", "the server was unable to return a response in time")
+                raise ApiStatusError(
+                    504, "Timeout", "the server was unable to return a response in time"
+                )
             return aiohttp.web.json_response(result, status=code)
-        except ApiStatus as err:
+        except ApiStatusError as err:
             return _status(err)
 
     def _dispatch(
@@ -123,10 +129,12 @@ class Emulator(kmock.KubernetesScaffold):  # type: ignore[misc]  # kmock is unty
         store = self.store
         if name is None:
             if method == "GET":
-                return store.list(res, ns, params.get("labelSelector"), params.get("fieldSelector")), 200
+                return store.list(
+                    res, ns, params.get("labelSelector"), params.get("fieldSelector")
+                ), 200
             if method == "POST":
                 return store.create(res, ns, _object(body)), 201
-            raise ApiStatus(405, "MethodNotAllowed", f"{method} on a collection")
+            raise ApiStatusError(405, "MethodNotAllowed", f"{method} on a collection")
         if sub == "binding" and method == "POST":
             return store.bind(ns or "", name, _object(body)), 201
         if sub == "eviction" and method == "POST":
@@ -138,11 +146,11 @@ class Emulator(kmock.KubernetesScaffold):  # type: ignore[misc]  # kmock is unty
                 return store.set_scale(res, ns, name, _object(body)), 200
             if method == "PATCH":
                 scale = store.get_scale(res, ns, name)
-                scale["spec"].update((_object(body).get("spec") or {}))
+                scale["spec"].update(_object(body).get("spec") or {})
                 scale["metadata"].pop("resourceVersion", None)
                 return store.set_scale(res, ns, name, scale), 200
         if sub not in (None, "status") or (sub and sub not in res.subresources):
-            raise ApiStatus(404, "NotFound", f"no subresource {sub!r} of {res.plural}")
+            raise ApiStatusError(404, "NotFound", f"no subresource {sub!r} of {res.plural}")
         if method == "GET":
             return store.get(res, ns, name), 200
         if method == "PUT":
@@ -154,7 +162,7 @@ class Emulator(kmock.KubernetesScaffold):  # type: ignore[misc]  # kmock is unty
             if grace is None and isinstance(body, dict):
                 grace = body.get("gracePeriodSeconds")
             return store.delete(res, ns, name, int(grace) if grace is not None else None), 200
-        raise ApiStatus(405, "MethodNotAllowed", method)
+        raise ApiStatusError(405, "MethodNotAllowed", method)
 
     async def _watch(
         self, raw: aiohttp.web.BaseRequest, res: Resource, ns: str | None, params: dict[str, str]
@@ -180,16 +188,20 @@ class Emulator(kmock.KubernetesScaffold):  # type: ignore[misc]  # kmock is unty
         store = self.store
         if since_text in ("", "0"):
             since = store.rv
-            for obj in list(store.select(res, ns, params.get("labelSelector"), params.get("fieldSelector"))):
+            for obj in list(
+                store.select(res, ns, params.get("labelSelector"), params.get("fieldSelector"))
+            ):
                 await send("ADDED", obj)
         else:
             since = int(since_text)
-        with contextlib.suppress(asyncio.TimeoutError, ConnectionResetError, asyncio.CancelledError):
+        with contextlib.suppress(
+            asyncio.TimeoutError, ConnectionResetError, asyncio.CancelledError
+        ):
             async with asyncio.timeout(timeout):
                 while True:
                     try:
                         events = store.events_since(since)
-                    except ApiStatus as err:
+                    except ApiStatusError as err:
                         await send("ERROR", err.body())
                         break
                     for event in events:
@@ -213,11 +225,11 @@ _FAULTS = {
 
 def _object(body: Any) -> dict[str, Any]:
     if not isinstance(body, dict):
-        raise ApiStatus(400, "BadRequest", "the body must be a JSON object")
+        raise ApiStatusError(400, "BadRequest", "the body must be a JSON object")
     return body
 
 
-def _status(err: ApiStatus) -> aiohttp.web.Response:
+def _status(err: ApiStatusError) -> aiohttp.web.Response:
     return aiohttp.web.json_response(err.body(), status=err.code)
 
 

@@ -49,12 +49,14 @@ CORE = (
     Resource("events.k8s.io", "v1", "events", "Event", True),
 )
 VALET = (
-    Resource("valet.dev", "v1alpha1", "trainingjobs", "TrainingJob", True, ("status", "scale"), ("tj",)),
+    Resource(
+        "valet.dev", "v1alpha1", "trainingjobs", "TrainingJob", True, ("status", "scale"), ("tj",)
+    ),
     Resource("valet.dev", "v1alpha1", "spotpools", "SpotPool", False, ("status",), ("sp",)),
 )
 
 
-class ApiStatus(Exception):
+class ApiStatusError(Exception):
     """An answer other than success, rendered as a Kubernetes ``Status``."""
 
     def __init__(self, code: int, reason: str, message: str) -> None:
@@ -79,7 +81,9 @@ def now_rfc3339() -> str:
 
 # --- selectors ---------------------------------------------------------------------------
 
-_REQ = re.compile(r"^\s*(!?)([\w./-]+)\s*(?:(==|=|!=)\s*([\w./-]*)|\s+(in|notin)\s*\(([^)]*)\))?\s*$")
+_REQ = re.compile(
+    r"^\s*(!?)([\w./-]+)\s*(?:(==|=|!=)\s*([\w./-]*)|\s+(in|notin)\s*\(([^)]*)\))?\s*$"
+)
 
 
 def _split(selector: str) -> list[str]:
@@ -106,7 +110,7 @@ def label_matcher(selector: str | None) -> Any:
     for part in _split(selector):
         m = _REQ.match(part)
         if m is None:
-            raise ApiStatus(400, "BadRequest", f"unable to parse requirement: {part!r}")
+            raise ApiStatusError(400, "BadRequest", f"unable to parse requirement: {part!r}")
         neg, key, op, value, set_op, values = m.groups()
         reqs.append((neg, key, op, value, set_op, [v.strip() for v in (values or "").split(",")]))
 
@@ -139,7 +143,7 @@ def field_matcher(selector: str | None) -> Any:
     for part in selector.split(","):
         m = re.match(r"^\s*([\w.]+)\s*(==|=|!=)\s*(.*?)\s*$", part)
         if m is None:
-            raise ApiStatus(400, "BadRequest", f"invalid field selector: {part!r}")
+            raise ApiStatusError(400, "BadRequest", f"invalid field selector: {part!r}")
         reqs.append(m.groups())
 
     def value_at(obj: dict[str, Any], path: str) -> str:
@@ -185,7 +189,7 @@ class Store:
         try:
             return self.resources[(group, version, plural)]
         except KeyError:
-            raise ApiStatus(404, "NotFound", f"the server could not find {plural}") from None
+            raise ApiStatusError(404, "NotFound", f"the server could not find {plural}") from None
 
     @staticmethod
     def _key(res: Resource, ns: str | None, name: str) -> tuple[str, str, str | None, str]:
@@ -196,7 +200,9 @@ class Store:
         return str(self.rv)
 
     def _record(self, type_: str, res: Resource, obj: dict[str, Any]) -> None:
-        self.log.append(Event(int(obj["metadata"]["resourceVersion"]), type_, res, copy.deepcopy(obj)))
+        self.log.append(
+            Event(int(obj["metadata"]["resourceVersion"]), type_, res, copy.deepcopy(obj))
+        )
 
     async def notify(self) -> None:
         async with self.changed:
@@ -207,7 +213,7 @@ class Store:
     def get(self, res: Resource, ns: str | None, name: str) -> dict[str, Any]:
         obj = self.objects.get(self._key(res, ns, name))
         if obj is None:
-            raise ApiStatus(404, "NotFound", f'{res.plural} "{name}" not found')
+            raise ApiStatusError(404, "NotFound", f'{res.plural} "{name}" not found')
         return copy.deepcopy(obj)
 
     def select(
@@ -238,16 +244,18 @@ class Store:
     def _check_namespace(self, res: Resource, ns: str | None) -> None:
         if res.namespaced:
             if not ns:
-                raise ApiStatus(400, "BadRequest", "a namespaced object needs a namespace")
+                raise ApiStatusError(400, "BadRequest", "a namespaced object needs a namespace")
             if self._key(self.resource("", "v1", "namespaces"), None, ns) not in self.objects:
-                raise ApiStatus(404, "NotFound", f'namespaces "{ns}" not found')
+                raise ApiStatusError(404, "NotFound", f'namespaces "{ns}" not found')
 
     def create(self, res: Resource, ns: str | None, body: dict[str, Any]) -> dict[str, Any]:
         obj = copy.deepcopy(body)
         md = obj.setdefault("metadata", {})
         if not md.get("name"):
             if not md.get("generateName"):
-                raise ApiStatus(422, "Invalid", "metadata.name or metadata.generateName is required")
+                raise ApiStatusError(
+                    422, "Invalid", "metadata.name or metadata.generateName is required"
+                )
             self._generated += 1
             md["name"] = f"{md['generateName']}{uuid.uuid4().hex[:5]}"
         ns = ns or md.get("namespace")
@@ -256,7 +264,9 @@ class Store:
         self._check_namespace(res, ns)
         key = self._key(res, ns, md["name"])
         if key in self.objects:
-            raise ApiStatus(409, "AlreadyExists", f'{res.plural} "{md["name"]}" already exists')
+            raise ApiStatusError(
+                409, "AlreadyExists", f'{res.plural} "{md["name"]}" already exists'
+            )
         if res.namespaced:
             md["namespace"] = ns
         else:
@@ -289,9 +299,9 @@ class Store:
         key = self._key(res, ns, name)
         old = self.objects.get(key)
         if old is None:
-            raise ApiStatus(404, "NotFound", f'{res.plural} "{name}" not found')
+            raise ApiStatusError(404, "NotFound", f'{res.plural} "{name}" not found')
         if expect_rv and expect_rv != old["metadata"]["resourceVersion"]:
-            raise ApiStatus(
+            raise ApiStatusError(
                 409,
                 "Conflict",
                 f'Operation cannot be fulfilled on {res.plural} "{name}": the object has been'
@@ -352,8 +362,10 @@ class Store:
                 expect = None
             elif "strategic" in content_type:
                 if res.group:
-                    raise ApiStatus(
-                        415, "UnsupportedMediaType", "strategic merge patch is not supported for custom resources"
+                    raise ApiStatusError(
+                        415,
+                        "UnsupportedMediaType",
+                        "strategic merge patch is not supported for custom resources",
                     )
                 new = patching.strategic_merge_patch(old, body)
                 expect = ((body or {}).get("metadata") or {}).get("resourceVersion")
@@ -361,7 +373,7 @@ class Store:
                 new = patching.merge_patch(old, body)
                 expect = ((body or {}).get("metadata") or {}).get("resourceVersion")
         except patching.PatchError as err:
-            raise ApiStatus(422, "Invalid", str(err)) from None
+            raise ApiStatusError(422, "Invalid", str(err)) from None
         return self._write(res, ns, name, new, sub, expect)
 
     def delete(
@@ -370,7 +382,7 @@ class Store:
         key = self._key(res, ns, name)
         obj = self.objects.get(key)
         if obj is None:
-            raise ApiStatus(404, "NotFound", f'{res.plural} "{name}" not found')
+            raise ApiStatusError(404, "NotFound", f'{res.plural} "{name}" not found')
         md = obj["metadata"]
         graceful = res.plural == "pods" and (obj.get("spec") or {}).get("nodeName")
         if graceful:
@@ -381,7 +393,11 @@ class Store:
                 grace = 0
         if md.get("finalizers") or (graceful and grace and grace > 0):
             if md.get("deletionTimestamp"):
-                if graceful and grace is not None and grace < md.get("deletionGracePeriodSeconds", 1 << 30):
+                if (
+                    graceful
+                    and grace is not None
+                    and grace < md.get("deletionGracePeriodSeconds", 1 << 30)
+                ):
                     md["deletionGracePeriodSeconds"] = grace
                 return copy.deepcopy(obj)
             obj = copy.deepcopy(obj)
@@ -405,13 +421,17 @@ class Store:
         pod = self.get(res, ns, name)
         target = (body.get("target") or {}).get("name")
         if not target:
-            raise ApiStatus(422, "Invalid", "binding needs target.name")
+            raise ApiStatusError(422, "Invalid", "binding needs target.name")
         if (pod.get("spec") or {}).get("nodeName"):
-            raise ApiStatus(
-                409, "Conflict", f"pod {name} is already assigned to node {pod['spec']['nodeName']!r}"
+            raise ApiStatusError(
+                409,
+                "Conflict",
+                f"pod {name} is already assigned to node {pod['spec']['nodeName']!r}",
             )
         if pod["metadata"].get("deletionTimestamp"):
-            raise ApiStatus(409, "Conflict", f"pod {name} is being deleted, cannot be assigned to a host")
+            raise ApiStatusError(
+                409, "Conflict", f"pod {name} is being deleted, cannot be assigned to a host"
+            )
         pod["spec"]["nodeName"] = target
         self._write(res, ns, name, pod, None, None)
         return {"apiVersion": "v1", "kind": "Status", "status": "Success", "code": 201}
@@ -441,7 +461,9 @@ class Store:
             },
         }
 
-    def set_scale(self, res: Resource, ns: str | None, name: str, scale: dict[str, Any]) -> dict[str, Any]:
+    def set_scale(
+        self, res: Resource, ns: str | None, name: str, scale: dict[str, Any]
+    ) -> dict[str, Any]:
         obj = self.get(res, ns, name)
         obj.setdefault("spec", {})["replicas"] = (scale.get("spec") or {}).get("replicas", 0)
         expect = (scale.get("metadata") or {}).get("resourceVersion")
@@ -452,7 +474,9 @@ class Store:
 
     def events_since(self, since: int) -> list[Event]:
         if self.log and since < self.log[0].rv - 1:
-            raise ApiStatus(410, "Expired", f"too old resource version: {since} ({self.log[0].rv})")
+            raise ApiStatusError(
+                410, "Expired", f"too old resource version: {since} ({self.log[0].rv})"
+            )
         return [e for e in self.log if e.rv > since]
 
 

@@ -24,7 +24,15 @@ from valet.handlers import operator as op_module
 from valet.handlers.operator import Operator, OperatorOptions
 from valet.handlers.reconciler import LoopConfig
 from valet.k8s import errors
-from valet.k8s.client import MERGE, Api, RetryPolicy, core_path, load_api_client, node_path, valet_path
+from valet.k8s.client import (
+    MERGE,
+    Api,
+    RetryPolicy,
+    core_path,
+    load_api_client,
+    node_path,
+    valet_path,
+)
 from valet.policy import PolicyConfig
 from valet.simnodes.nodes import SimConfig, SimNodes, inject_fault
 
@@ -32,6 +40,9 @@ T = TypeVar("T")
 E2E_KUBECONFIG = os.environ.get("VALET_E2E_KUBECONFIG")
 CRDS = Path(__file__).parents[2] / "crds"
 FAST_RETRY = RetryPolicy(attempts=10, initial_seconds=0.01, max_seconds=0.2, deadline_seconds=20)
+
+
+FAST_SIM = SimConfig(probe_seconds=1.0, startup_seconds=0.2, remediation_seconds=0.5)
 
 
 @dataclasses.dataclass
@@ -105,7 +116,7 @@ class Cluster:
         return await self.items(core_path("pods", ns), **query)
 
     async def until(
-        self, probe: Callable[[], Awaitable[T | None | bool]], timeout: float = 30, what: str = ""
+        self, probe: Callable[[], Awaitable[T | bool | None]], timeout: float = 30, what: str = ""
     ) -> T:
         """Await a condition over the API: poll ``probe`` until it returns something truthy."""
         deadline = asyncio.get_running_loop().time() + timeout
@@ -116,7 +127,9 @@ class Cluster:
                 if last:
                     return last  # type: ignore[return-value]
             if asyncio.get_running_loop().time() > deadline:
-                raise AssertionError(f"timed out after {timeout}s waiting for {what or probe}: {last!r}")
+                raise AssertionError(
+                    f"timed out after {timeout}s waiting for {what or probe}: {last!r}"
+                )
             await asyncio.sleep(0.05)
 
     # --- acting ------------------------------------------------------------------------
@@ -135,17 +148,23 @@ class Cluster:
         try:
             return await self.api.call("POST", path, manifest)
         except errors.AlreadyExistsError:
-            return await self.api.call("PATCH", f"{path}/{md['name']}", manifest, content_type=MERGE)
+            return await self.api.call(
+                "PATCH", f"{path}/{md['name']}", manifest, content_type=MERGE
+            )
 
     async def namespace(self, name: str) -> None:
         with contextlib.suppress(errors.AlreadyExistsError):
             await self.api.call("POST", core_path("namespaces", None), {"metadata": {"name": name}})
 
-    async def fault(self, node: str, gpu: int = 0, xid: int | None = 79, signal: str | None = None) -> None:
+    async def fault(
+        self, node: str, gpu: int = 0, xid: int | None = 79, signal: str | None = None
+    ) -> None:
         await inject_fault(self.api, node, gpu, xid if signal is None else None, signal)
 
     async def annotate_node(self, node: str, annotations: dict[str, str | None]) -> None:
-        await self.api.call("PATCH", node_path(node), {"metadata": {"annotations": annotations}}, content_type=MERGE)
+        await self.api.call(
+            "PATCH", node_path(node), {"metadata": {"annotations": annotations}}, content_type=MERGE
+        )
 
 
 def node_names(count: int, prefix: str = "gpu") -> list[str]:
@@ -156,7 +175,7 @@ def node_names(count: int, prefix: str = "gpu") -> list[str]:
 async def cluster(
     nodes: Sequence[str],
     *,
-    sim: SimConfig = SimConfig(probe_seconds=1.0, startup_seconds=0.2, remediation_seconds=0.5),
+    sim: SimConfig = FAST_SIM,
     chaos: Chaos | None = None,
 ) -> AsyncIterator[Cluster]:
     async with contextlib.AsyncExitStack() as stack:

@@ -71,9 +71,7 @@ async def test_training_job_is_gang_placed_bound_and_running() -> None:
             assert pod["metadata"]["ownerReferences"][0]["kind"] == "TrainingJob"
         service = await c.get(core_path("services", "train", "llm"))
         assert service["spec"]["clusterIP"] == "None"
-        ready = await c.until(
-            lambda: _ready(c, 3), what="workers ready"
-        )
+        ready = await c.until(lambda: _ready(c, 3), what="workers ready")
         assert ready
 
 
@@ -97,9 +95,9 @@ async def test_spot_pool_labels_and_taints_spares_and_packs_spot_pods() -> None:
         spares = [n for n in nodes if state_of(n) == "spare"]
         assert len(spares) == 2
         for node in spares:
-            assert {"key": "valet.dev/spare", "value": "true", "effect": "NoSchedule"} in node["spec"][
-                "taints"
-            ]
+            assert {"key": "valet.dev/spare", "value": "true", "effect": "NoSchedule"} in node[
+                "spec"
+            ]["taints"]
         spot = await c.pods("batch")
         assert len(spot) == 16 and all(p["spec"]["schedulerName"] == "valet" for p in spot)
         assert all(
@@ -137,7 +135,9 @@ async def test_xid79_swaps_the_worker_onto_a_spare_and_heals_the_node() -> None:
         await c.until(draining, what="failed node draining")
         # The spare's spot pods are evicted with the pool's notice, not killed.
         evicted = [p for p in await c.pods("batch") if p["spec"].get("nodeName") == spare]
-        assert evicted and all(p["metadata"].get("deletionGracePeriodSeconds") == 1 for p in evicted)
+        assert evicted and all(
+            p["metadata"].get("deletionGracePeriodSeconds") == 1 for p in evicted
+        )
 
         async def swapped() -> dict[str, Any] | None:
             status = (await c.job("train", "llm")).get("status") or {}
@@ -281,7 +281,9 @@ async def test_a_lemon_node_is_retired() -> None:
         n = await c.until(retired, what="lemon retired")
         assert n["spec"]["unschedulable"] is True
         events = await c.items(core_path("events", "default"))
-        assert any(e["reason"] == "LemonNode" and e["involvedObject"]["name"] == node for e in events)
+        assert any(
+            e["reason"] == "LemonNode" and e["involvedObject"]["name"] == node for e in events
+        )
 
 
 async def test_a_mass_failure_trips_the_circuit_breaker_instead_of_draining_the_pool() -> None:

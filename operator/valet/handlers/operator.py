@@ -51,7 +51,9 @@ class Operator:
             self.cache, self.applier, self.metrics, policy=options.policy, loop=options.loop
         )
         self.leader = (
-            LeaderElector(self.api, options.lease_namespace, options.identity, self.reconciler.active)
+            LeaderElector(
+                self.api, options.lease_namespace, options.identity, self.reconciler.active
+            )
             if options.leader_election
             else None
         )
@@ -92,7 +94,7 @@ class Operator:
         self.reconciler.synced.set()
         self.reconciler.poke()
 
-    def on_event(self, kind: Kind, event: dict[str, Any]) -> None:
+    def on_event(self, kind: Kind, event: kopf.RawEvent) -> None:
         raw = event.get("object") or {}
         if self.cache.observe(kind, raw, deleted=event.get("type") == "DELETED"):
             self.reconciler.poke()
@@ -119,22 +121,22 @@ async def _cleanup(memo: Any, **_: Any) -> None:
 
 
 @kopf.on.event("", "v1", "nodes", registry=registry)
-async def _node(event: dict[str, Any], memo: Any, **_: Any) -> None:
+async def _node(event: kopf.RawEvent, memo: Any, **_: Any) -> None:
     _operator(memo).on_event(Kind.NODE, event)
 
 
 @kopf.on.event("", "v1", "pods", registry=registry)
-async def _pod(event: dict[str, Any], memo: Any, **_: Any) -> None:
+async def _pod(event: kopf.RawEvent, memo: Any, **_: Any) -> None:
     _operator(memo).on_event(Kind.POD, event)
 
 
 @kopf.on.event("valet.dev", "v1alpha1", "trainingjobs", registry=registry)
-async def _job(event: dict[str, Any], memo: Any, **_: Any) -> None:
+async def _job(event: kopf.RawEvent, memo: Any, **_: Any) -> None:
     _operator(memo).on_event(Kind.JOB, event)
 
 
 @kopf.on.event("valet.dev", "v1alpha1", "spotpools", registry=registry)
-async def _pool(event: dict[str, Any], memo: Any, **_: Any) -> None:
+async def _pool(event: kopf.RawEvent, memo: Any, **_: Any) -> None:
     _operator(memo).on_event(Kind.POOL, event)
 
 
@@ -142,9 +144,9 @@ async def _pool(event: dict[str, Any], memo: Any, **_: Any) -> None:
 def _login(memo: Any, **_: Any) -> kopf.ConnectionInfo:
     """Kopf connects with the same credentials as valet's own client (one kubeconfig source)."""
     cfg = _operator(memo).api.api_client.configuration
-    keys = cfg.api_key or {}
+    keys: dict[str, str] = cfg.api_key or {}
     header = str(keys.get("BearerToken") or keys.get("authorization") or "")
-    scheme, _, token = header.partition(" ")
+    scheme, _space, token = header.partition(" ")
     return kopf.ConnectionInfo(
         server=cfg.host,
         ca_path=cfg.ssl_ca_cert or None,

@@ -20,7 +20,7 @@ from valet.k8s.apply import Applier
 from valet.k8s.cache import Cache, Invalid, Kind
 from valet.k8s.client import MERGE, valet_path
 from valet.metrics import OperatorMetrics
-from valet.model.enums import EventType, PodKind
+from valet.model.enums import EventType, JobPhase, NodeState, PodKind
 from valet.model.plan import Action, EvictPod, PatchJobStatus, Plan
 from valet.model.specs import Condition, set_condition
 from valet.model.view import ClusterView
@@ -37,6 +37,9 @@ class LoopConfig:
     error_backoff_seconds: float = 1.0
 
 
+DEFAULT_POLICY, DEFAULT_LOOP = PolicyConfig(), LoopConfig()
+
+
 class Reconciler:
     def __init__(
         self,
@@ -44,8 +47,8 @@ class Reconciler:
         applier: Applier,
         metrics: OperatorMetrics,
         *,
-        policy: PolicyConfig = PolicyConfig(),
-        loop: LoopConfig = LoopConfig(),
+        policy: PolicyConfig = DEFAULT_POLICY,
+        loop: LoopConfig = DEFAULT_LOOP,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.cache, self.applier, self.metrics = cache, applier, metrics
@@ -104,7 +107,9 @@ class Reconciler:
     # --- metrics -----------------------------------------------------------------------
 
     def _count_error(self, action: Action, err: errors.ApiError) -> None:
-        self.metrics.action_errors.labels(type(action).__name__, err.reason or str(err.status)).inc()
+        self.metrics.action_errors.labels(
+            type(action).__name__, err.reason or str(err.status)
+        ).inc()
 
     def _observe(self, view: ClusterView, plan: Plan) -> None:
         m = self.metrics
@@ -133,13 +138,12 @@ class Reconciler:
                         seconds=round(new.last_heal.seconds, 3),
                     )
         for pool in self.cache.pools.values():
-            s = pool.status
-            m.spares.labels(pool.name).set(s.spares)
-            m.spares_target.labels(pool.name).set(s.spares_target)
-            m.spot_gpus.labels(pool.name).set(s.spot_gpus)
-            for state in ("new", "active", "spare", "suspect", "draining", "healing", "retired"):
-                m.nodes.labels(pool.name, state).set(s.nodes.get(state, 0))
-            m.nodes.labels(pool.name, "unknown").set(s.nodes.get("unknown", 0))
+            ps = pool.status
+            m.spares.labels(pool.name).set(ps.spares)
+            m.spares_target.labels(pool.name).set(ps.spares_target)
+            m.spot_gpus.labels(pool.name).set(ps.spot_gpus)
+            for state in ("new", *(s.value for s in NodeState), "unknown"):
+                m.nodes.labels(pool.name, state).set(ps.nodes.get(state, 0))
         for job in self.cache.jobs.values():
             s = job.status
             for state, value in (
@@ -149,9 +153,9 @@ class Reconciler:
             ):
                 m.job_replicas.labels(job.namespace, job.name, state).set(value)
             if s.phase is not None:
-                for phase in ("Pending", "Running", "Degraded", "Healing", "Waiting", "Succeeded", "Failed"):
-                    m.job_phase.labels(job.namespace, job.name, phase).set(
-                        1 if s.phase.value == phase else 0
+                for phase in JobPhase:
+                    m.job_phase.labels(job.namespace, job.name, phase.value).set(
+                        1 if s.phase is phase else 0
                     )
         for kind in (Kind.JOB, Kind.POOL):
             m.invalid_specs.labels(kind.value).set(
@@ -217,4 +221,3 @@ class Reconciler:
             return
         cond = Condition(SPEC_VALID, True, "Valid", "", self.clock())
         await self._set_spec_condition(kind, key, cond)
-

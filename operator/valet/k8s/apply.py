@@ -13,6 +13,7 @@ one is logged, counted, and reported as a Warning Event on the object.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import itertools
 import time
@@ -125,17 +126,11 @@ class Applier:
         if isinstance(action, EmitEvent):
             return
         kind, namespace, name = _involved(action)
-        try:
+        message = f"{type(action).__name__} failed: {err.status} {err.reason}: {err.message}"
+        with contextlib.suppress(errors.ApiError):  # best effort; the log line and metric stand
             await self.event(
-                kind,
-                namespace,
-                name,
-                EventType.WARNING,
-                "ApplyFailed",
-                f"{type(action).__name__} failed: {err.status} {err.reason}: {err.message}"[:1000],
+                kind, namespace, name, EventType.WARNING, "ApplyFailed", message[:1000]
             )
-        except errors.ApiError:
-            pass  # the event is best effort; the log line and metric stand
 
     # --- one action --------------------------------------------------------------------
 
@@ -336,10 +331,8 @@ class Applier:
             pass
 
     async def delete_service(self, namespace: str, name: str) -> None:
-        try:
+        with contextlib.suppress(errors.NotFoundError):
             await self.api.call("DELETE", core_path("services", namespace, name))
-        except errors.NotFoundError:
-            pass
 
 
 _API_VERSION = {

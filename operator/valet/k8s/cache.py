@@ -21,6 +21,7 @@ from valet.model.view import ClusterView, Job, Node, Pod, Pool
 
 Raw = Mapping[str, Any]
 TOMBSTONES = 10_000
+DEFAULT_NODE_CONFIG = codec.NodeReadConfig()
 
 
 class Kind(enum.StrEnum):
@@ -32,7 +33,7 @@ class Kind(enum.StrEnum):
 
 @dataclasses.dataclass(frozen=True)
 class Invalid:
-    """A TrainingJob or SpotPool whose spec valet cannot run (kept out of, or frozen in, the view)."""
+    """A TrainingJob or SpotPool with a spec valet cannot run (its last valid one runs)."""
 
     kind: Kind
     namespace: str | None
@@ -62,7 +63,7 @@ def key_of(raw: Raw) -> str:
 class Cache:
     def __init__(
         self,
-        node_config: codec.NodeReadConfig = codec.NodeReadConfig(),
+        node_config: codec.NodeReadConfig = DEFAULT_NODE_CONFIG,
         clock: Callable[[], float] | None = None,
     ) -> None:
         import time
@@ -113,7 +114,7 @@ class Cache:
             self._tombstones.popitem(last=False)
         self.raw[kind].pop(key, None)
         self.invalid.pop(ident, None)
-        store: dict[str, Any] = {
+        store: dict[str, Any] = {  # type: ignore[assignment]  # one dict per kind
             Kind.NODE: self.nodes,
             Kind.POD: self.pods,
             Kind.JOB: self.jobs,

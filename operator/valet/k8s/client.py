@@ -49,7 +49,9 @@ def load_api_client(kubeconfig: str | None = None, pool_size: int = 32) -> k8s_c
     try:
         if kubeconfig:
             raise k8s_config.ConfigException("explicit kubeconfig")
-        k8s_config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]  # untyped client
+        k8s_config.load_incluster_config(  # type: ignore[no-untyped-call]  # untyped client
+            client_configuration=configuration
+        )
     except k8s_config.ConfigException:
         k8s_config.load_kube_config(  # type: ignore[no-untyped-call]  # untyped client
             config_file=kubeconfig, client_configuration=configuration
@@ -59,7 +61,7 @@ def load_api_client(kubeconfig: str | None = None, pool_size: int = 32) -> k8s_c
 
 
 class Api:
-    """Kubernetes REST calls returning parsed JSON; ``call`` for async code, ``call_sync`` for threads."""
+    """REST calls returning parsed JSON: ``call`` for async code, ``call_sync`` for threads."""
 
     def __init__(
         self,
@@ -118,7 +120,9 @@ class Api:
 
         return {
             "retry": tenacity.retry_if_exception(transient),
-            "wait": tenacity.wait_exponential_jitter(multiplier=r.initial_seconds, max=r.max_seconds),
+            "wait": tenacity.wait_exponential_jitter(
+                multiplier=r.initial_seconds, max=r.max_seconds
+            ),
             "stop": tenacity.stop_after_attempt(r.attempts)
             | tenacity.stop_after_delay(r.deadline_seconds),
             "reraise": True,
@@ -141,7 +145,7 @@ class Api:
             response = self.api_client.call_api(
                 method, url, headers, body, _request_timeout=self.retry.timeout_seconds
             )
-            data = response.read()
+            data: bytes = response.read()  # type: ignore[no-untyped-call]  # untyped client
         except (urllib3.exceptions.HTTPError, OSError) as err:
             raise errors.from_transport(err, method, path) from err
         except k8s_client.ApiException as err:  # the client's own transport failures
@@ -150,7 +154,6 @@ class Api:
             raise errors.from_response(response.status, data, method, path)
         result: dict[str, Any] = json.loads(data) if data else {}
         return result
-
 
     async def watch(
         self, path: str, query: Mapping[str, str] | None = None, timeout_seconds: int = 300

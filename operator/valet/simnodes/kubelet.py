@@ -57,7 +57,7 @@ class Kubelet:
     def see(self, raw: Mapping[str, Any], now: float, deleted: bool = False) -> list[Step]:
         md, spec = codec.meta(raw), raw.get("spec") or {}
         key = f"{md.get('namespace')}/{md.get('name')}"
-        node = spec.get("nodeName")
+        node = str(spec.get("nodeName") or "")
         if deleted or node not in self.allocatable:
             self.pods.pop(key, None)
             return []

@@ -9,7 +9,9 @@ Only the public API is used, so the same code runs against the emulator or a rea
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
+import functools
 import heapq
 import itertools
 import json
@@ -44,6 +46,10 @@ class SimConfig:
     soft_persist_seconds: float = 120.0
 
 
+DEFAULT_SIM = SimConfig()
+
+
+@dataclasses.dataclass
 @dataclasses.dataclass
 class _Node:
     name: str
@@ -63,16 +69,20 @@ class SimNodes:
         self,
         api: Api,
         names: Sequence[str],
-        config: SimConfig = SimConfig(),
+        config: SimConfig = DEFAULT_SIM,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.api, self.config, self.clock = api, config, clock
         self.nodes: dict[str, _Node] = {}
         for name in names:
-            node = _Node(name, SimulatedBackend(name, config.gpus), Classifier(Thresholds(soft_persist_seconds=config.soft_persist_seconds)))
-            node.backend.faults = lambda n=node: n.annotations.get(FAULTS_ANNOTATION)
+            node = _Node(
+                name,
+                SimulatedBackend(name, config.gpus),
+                Classifier(Thresholds(soft_persist_seconds=config.soft_persist_seconds)),
+            )
+            node.backend.faults = functools.partial(_faults_of, node)
             self.nodes[name] = node
-        self.kubelet = Kubelet({n: config.gpus for n in names}, config.startup_seconds)
+        self.kubelet = Kubelet(dict.fromkeys(names, config.gpus), config.startup_seconds)
         self.pods: dict[str, dict[str, Any]] = {}  # latest object of each pod on our nodes
         self._timers: list[tuple[float, int, Step]] = []
         self._seq = itertools.count()
@@ -91,7 +101,7 @@ class SimNodes:
         await asyncio.gather(*(self._register(n) for n in self.nodes))
 
     async def _register(self, name: str) -> None:
-        body = {
+        body: dict[str, Any] = {
             "apiVersion": "v1",
             "kind": "Node",
             "metadata": {
@@ -108,7 +118,9 @@ class SimNodes:
             raw = await self.api.call("POST", node_path(), body)
         except errors.AlreadyExistsError:
             raw = await self.api.call(
-                "PATCH", node_path(name), {"metadata": {"labels": body["metadata"]["labels"]}},
+                "PATCH",
+                node_path(name),
+                {"metadata": {"labels": body["metadata"]["labels"]}},
                 content_type=MERGE,
             )
         self.nodes[name].annotations = dict(codec.meta(raw).get("annotations") or {})
@@ -157,7 +169,9 @@ class SimNodes:
 
     async def _annotate(self, name: str, annotations: Mapping[str, str | None]) -> None:
         raw = await self.api.call(
-            "PATCH", node_path(name), {"metadata": {"annotations": dict(annotations)}},
+            "PATCH",
+            node_path(name),
+            {"metadata": {"annotations": dict(annotations)}},
             content_type=MERGE,
         )
         self.nodes[name].annotations = dict(codec.meta(raw).get("annotations") or {})
@@ -172,13 +186,16 @@ class SimNodes:
         try:
             await self.api.call("PATCH", path, {"spec": spec}, content_type=MERGE)
         except errors.NotFoundError:
-            body = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": {"name": name, "namespace": "kube-node-lease"}, "spec": spec}
-            try:
+            body = {
+                "apiVersion": "coordination.k8s.io/v1",
+                "kind": "Lease",
+                "metadata": {"name": name, "namespace": "kube-node-lease"},
+                "spec": spec,
+            }
+            with contextlib.suppress(errors.AlreadyExistsError):
                 await self.api.call(
                     "POST", "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases", body
                 )
-            except errors.AlreadyExistsError:
-                pass
 
     # --- the loops -----------------------------------------------------------------------
 
@@ -282,10 +299,8 @@ class SimNodes:
                 self._spawn(self._do(step))
             timeout = self._timers[0][0] - now if self._timers else None
             self._wake.clear()
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout)
-            except TimeoutError:
-                pass
 
     async def _do(self, step: Step) -> None:
         raw = self.pods.get(step.key)
@@ -294,12 +309,10 @@ class SimNodes:
         ns, name = step.key.split("/", 1)
         deleting = bool(codec.meta(raw).get("deletionTimestamp"))
         if step.kind == "remove":
-            try:
+            with contextlib.suppress(errors.NotFoundError):
                 await self.api.call(
                     "DELETE", core_path("pods", ns, name), query={"gracePeriodSeconds": "0"}
                 )
-            except errors.NotFoundError:
-                pass
             return
         if deleting:
             return
@@ -316,16 +329,22 @@ class SimNodes:
             self._wake.set()
 
 
+def _faults_of(node: _Node) -> str | None:
+    return node.annotations.get(FAULTS_ANNOTATION)
+
+
 def _log_failure(task: asyncio.Future[Any]) -> None:
     if not task.cancelled() and task.exception() is not None:
         log.warning("simulated node task failed", error=str(task.exception()))
 
 
-async def inject_fault(api: Api, node: str, gpu: int, xid: int | None, signal: str | None) -> list[dict[str, Any]]:
+async def inject_fault(
+    api: Api, node: str, gpu: int, xid: int | None, signal: str | None
+) -> list[dict[str, Any]]:
     """What ``valet sim fault`` does: add a fault to the node's ``valet.dev/sim-faults``."""
     raw = await api.call("GET", node_path(node))
     current = codec.meta(raw).get("annotations", {}).get(FAULTS_ANNOTATION) or "[]"
-    faults = json.loads(current)
+    faults: list[dict[str, Any]] = json.loads(current)
     fault: dict[str, Any] = {"gpu": gpu}
     if xid is not None:
         fault["xid"] = xid
@@ -335,7 +354,12 @@ async def inject_fault(api: Api, node: str, gpu: int, xid: int | None, signal: s
     await api.call(
         "PATCH",
         node_path(node),
-        {"metadata": {"annotations": {FAULTS_ANNOTATION: json.dumps(faults)}, "resourceVersion": codec.meta(raw).get("resourceVersion")}},
+        {
+            "metadata": {
+                "annotations": {FAULTS_ANNOTATION: json.dumps(faults)},
+                "resourceVersion": codec.meta(raw).get("resourceVersion"),
+            }
+        },
         content_type=MERGE,
     )
     return faults
