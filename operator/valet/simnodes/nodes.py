@@ -50,7 +50,6 @@ DEFAULT_SIM = SimConfig()
 
 
 @dataclasses.dataclass
-@dataclasses.dataclass
 class _Node:
     name: str
     backend: SimulatedBackend
