@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install simulate test lint bench clean
+.PHONY: install simulate test lint bench bench-operator clean
 
 install: $(VENV)/.installed
 
@@ -28,6 +28,9 @@ test: lint
 
 bench: install
 	$(BIN)/python benchmarks/simulate_wall_time.py
+
+bench-operator: install
+	$(BIN)/python benchmarks/operator_heal_latency.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .hypothesis

@@ -7,7 +7,7 @@ import argparse
 import contextlib
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -89,6 +89,7 @@ def _simulate(args: argparse.Namespace) -> int:
 def _agent(args: argparse.Namespace) -> int:
     # Imported here: `valet simulate` needs neither the Kubernetes client nor NVML.
     import os
+    import shlex
     import signal
     import threading
 
@@ -97,8 +98,9 @@ def _agent(args: argparse.Namespace) -> int:
 
     from valet.agent.backends import NoBackendError, open_backend
     from valet.agent.classify import Classifier, Thresholds
+    from valet.agent.remediation import Cap, Executor, GpuExecutor, Remediator
     from valet.agent.runner import Agent
-    from valet.agent.simulated import FAULTS_ANNOTATION
+    from valet.agent.simulated import FAULTS_ANNOTATION, SimulatedBackend, SimulatedExecutor
     from valet.metrics import AgentMetrics
 
     node = args.node or os.environ.get("NODE_NAME")
@@ -126,6 +128,17 @@ def _agent(args: argparse.Namespace) -> int:
         print(f"valet agent: {err}", file=sys.stderr)
         return 2
     classifier = Classifier(Thresholds(soft_persist_seconds=args.soft_persist_seconds))
+    executor: Executor
+    if isinstance(backend, SimulatedBackend):
+        fault_file = Path(args.fault_file) if args.fault_file else None
+        executor = SimulatedExecutor(args.remediation_seconds, fault_file)
+    else:
+        busy: Callable[[], list[str]] = getattr(backend, "busy", list)  # DCGM: nvidia-smi refuses
+        reboot = shlex.split(args.reboot_command) if args.reboot_command else None
+        executor = GpuExecutor(backend, busy, reboot_command=reboot, diag_level=args.diag_level)
+    remediator = Remediator(
+        executor, Cap(args.max_remediations, args.remediation_window_seconds), classifier.clear
+    )
     if args.once:
         import time
 
@@ -148,7 +161,7 @@ def _agent(args: argparse.Namespace) -> int:
         return 0
     assert publisher is not None
     metrics = AgentMetrics(node)
-    agent = Agent(backend, publisher, metrics, classifier)
+    agent = Agent(backend, publisher, metrics, classifier, remediator)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
@@ -332,6 +345,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--fault-file",
         default=None,
         help="simulated backend: also read injected faults from this JSON file",
+    )
+    agent.add_argument(
+        "--reboot-command",
+        default=None,
+        help="run for a reboot request; without it, set valet.dev/reboot-required for an"
+        " external reboot controller and answer when the boot ID changes",
+    )
+    agent.add_argument("--diag-level", type=int, default=1, help="dcgmi diag -r LEVEL")
+    agent.add_argument("--max-remediations", type=int, default=5, help="per window, then refuse")
+    agent.add_argument("--remediation-window-seconds", type=float, default=86400.0)
+    agent.add_argument(
+        "--remediation-seconds", type=float, default=5.0, help="simulated: how long one takes"
     )
     agent.add_argument("--metrics-port", type=int, default=9401)
     agent.add_argument("--health-port", type=int, default=9402, help="/healthz and /readyz")

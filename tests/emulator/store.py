@@ -477,7 +477,12 @@ class Store:
             raise ApiStatusError(
                 410, "Expired", f"too old resource version: {since} ({self.log[0].rv})"
             )
-        return [e for e in self.log if e.rv > since]
+        newer: list[Event] = []
+        for event in reversed(self.log):  # the log is in resourceVersion order
+            if event.rv <= since:
+                break
+            newer.append(event)
+        return newer[::-1]
 
 
 def _graceful(res: Resource, obj: dict[str, Any]) -> bool:

@@ -167,6 +167,20 @@ class Cluster:
         )
 
 
+async def install_crds(api: Api) -> None:
+    """Create or update valet's CRDs from crds/ (a real cluster; the emulator knows them)."""
+    path = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
+    for file in sorted(CRDS.glob("*.yaml")):
+        crd = yaml.safe_load(file.read_text())
+        try:
+            await api.call("POST", path, crd)
+        except errors.AlreadyExistsError:
+            current = await api.call("GET", f"{path}/{crd['metadata']['name']}")
+            crd["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
+            await api.call("PUT", f"{path}/{crd['metadata']['name']}", crd)
+    await asyncio.sleep(2)  # the API server serves new CRDs after a moment
+
+
 def node_names(count: int, prefix: str = "gpu") -> list[str]:
     return [f"{prefix}-{i:03d}" for i in range(count)]
 
@@ -189,6 +203,8 @@ async def cluster(
             Path(path).write_text(yaml.safe_dump(kubeconfig(url)))
         os.environ.pop("KUBERNETES_SERVICE_HOST", None)
         api = Api(load_api_client(path), retry=FAST_RETRY)
+        if E2E_KUBECONFIG:
+            await install_crds(api)
         simnodes = SimNodes(api, nodes, sim)
         sim_task = asyncio.create_task(simnodes.run())
         c = Cluster(api=api, sim=simnodes, emulator=emulator, kubeconfig=path)

@@ -66,7 +66,8 @@ async def test_operator_killed_during_a_swap_converges_without_duplicates(seed: 
         assert all(n == 1 for n in running.values()), running
 
 
-@pytest.mark.skipif(bool(E2E_KUBECONFIG), reason="fault injection needs the emulator")
+@pytest.mark.emulator_only
+@pytest.mark.skipif(bool(E2E_KUBECONFIG), reason="injecting API errors needs the emulator")
 async def test_a_flaky_api_server_still_converges() -> None:
     chaos = Chaos(rate=0.10, seed=7)
     async with cluster(node_names(4), chaos=chaos) as c:

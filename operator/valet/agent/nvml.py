@@ -77,6 +77,18 @@ class NvmlBackend:
             self._safe(None, [], "", self.nvml.nvmlEventSetFree, self.events)
         self._safe(None, [], "", self.nvml.nvmlShutdown)
 
+    def busy(self) -> list[str]:
+        """Processes using a GPU ("GPU i: pid p"); a GPU that cannot say counts as busy."""
+        users: list[str] = []
+        for d in self.devices:
+            try:
+                procs = self.nvml.nvmlDeviceGetComputeRunningProcesses(d.handle)
+            except self.nvml.NVMLError as err:
+                users.append(f"GPU {d.index}: unknown ({err})")
+                continue
+            users.extend(f"GPU {d.index}: pid {p.pid}" for p in procs)
+        return users
+
     # --- guarded calls -----------------------------------------------------------------
 
     def _node_call(self, what: str, fn: Callable[..., _T], *args: Any) -> _T | None:

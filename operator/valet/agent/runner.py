@@ -11,6 +11,7 @@ import structlog
 
 from valet.agent.classify import Classifier
 from valet.agent.readings import Backend
+from valet.agent.remediation import Remediator
 from valet.metrics import AgentMetrics
 from valet.model import nodehealth
 from valet.model.enums import Health
@@ -30,6 +31,10 @@ class Publisher(Protocol):
         """Write the condition (always: it carries the heartbeat), and the annotation if given."""
         ...
 
+    def annotate(self, annotations: Mapping[str, str | None]) -> None:
+        """Merge annotations into the Node's (None deletes one): remediation answers."""
+        ...
+
 
 class Agent:
     def __init__(
@@ -38,9 +43,11 @@ class Agent:
         publisher: Publisher,
         metrics: AgentMetrics,
         classifier: Classifier | None = None,
+        remediator: Remediator | None = None,
     ) -> None:
         self.backend, self.publisher, self.metrics = backend, publisher, metrics
         self.classifier = classifier or Classifier()
+        self.remediator = remediator
         self.last_health: Health | None = None
         self.since = 0.0
         self.published_annotation: str | None = None
@@ -69,6 +76,10 @@ class Agent:
             nodehealth.condition(verdict, now, previous), text if changed else None
         )
         self.published_annotation = text
+        if self.remediator is not None:
+            answer = self.remediator.step(annotations, now)
+            if answer:
+                self.publisher.annotate(answer)
         self.metrics.observe(reading, verdict, time.perf_counter() - started, now)
         self.ready.set()
         return verdict

@@ -10,14 +10,17 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from valet.agent.readings import GpuReading, NodeReading
-from valet.model.enums import GROUP
+from valet.agent.remediation import Outcome
+from valet.model.enums import GROUP, Remediation
 
 FAULTS_ANNOTATION = f"{GROUP}/sim-faults"
+LEMON_ANNOTATION = f"{GROUP}/sim-lemon"  # "true": every remediation of this node fails
 
 # Named signals → the reading field that shows them.
 _SIGNAL_FIELDS: dict[str, dict[str, Any]] = {
@@ -118,3 +121,22 @@ class SimulatedBackend:
                 )
             )
         return NodeReading(tuple(readings), expected=self.gpus, probe_errors=tuple(errors))
+
+
+class SimulatedExecutor:
+    """Remediation of simulated GPUs: takes ``seconds``, then clears the injected faults,
+    or fails on a node annotated ``valet.dev/sim-lemon: "true"``."""
+
+    def __init__(self, seconds: float = 5.0, fault_file: Path | None = None) -> None:
+        self.seconds, self.fault_file = seconds, fault_file
+
+    def run(self, kind: Remediation, annotations: Mapping[str, str]) -> Outcome:
+        time.sleep(self.seconds)
+        if annotations.get(LEMON_ANNOTATION) == "true":
+            return Outcome(False, f"simulated {kind.value} failed (lemon)")
+        if kind is Remediation.DIAGNOSE:
+            faulty = annotations.get(FAULTS_ANNOTATION, "[]") not in ("", "[]")
+            return Outcome(not faulty, "simulated diagnostics")
+        if self.fault_file is not None and self.fault_file.exists():
+            self.fault_file.write_text("[]")
+        return Outcome(True, f"simulated {kind.value}", {FAULTS_ANNOTATION: None})

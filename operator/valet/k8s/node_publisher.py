@@ -37,6 +37,9 @@ class NodePublisher:
         annotations = raw.get("metadata", {}).get("annotations") or {}
         return nodehealth.find_condition(conditions, nodehealth.CONDITION_TYPE), annotations
 
+    def annotate(self, annotations: Mapping[str, str | None]) -> None:
+        self.api.patch_node(self.node, {"metadata": {"annotations": dict(annotations)}})
+
     def publish(self, condition: Mapping[str, Any], annotation: str | None) -> None:
         self.api.patch_node_status(self.node, {"status": {"conditions": [dict(condition)]}})
         if annotation is not None:

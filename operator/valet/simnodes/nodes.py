@@ -22,7 +22,7 @@ from typing import Any
 import structlog
 
 from valet.agent.classify import Classifier, Thresholds
-from valet.agent.simulated import FAULTS_ANNOTATION, SimulatedBackend
+from valet.agent.simulated import FAULTS_ANNOTATION, LEMON_ANNOTATION, SimulatedBackend
 from valet.k8s import codec, errors
 from valet.k8s.client import MERGE, STRATEGIC, Api, core_path, node_path
 from valet.model import nodehealth, remediation
@@ -31,7 +31,6 @@ from valet.model.timefmt import to_rfc3339
 from valet.simnodes.kubelet import Kubelet, Step, status_patch
 
 log = structlog.get_logger("valet.sim")
-LEMON_ANNOTATION = f"{GROUP}/sim-lemon"
 SIMULATED_LABEL = f"{GROUP}/simulated"
 
 
