@@ -33,13 +33,14 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.emulator.server import kubeconfig, serve  # noqa: E402
-from tests.integration.harness import Cluster, spot_pool, training_job  # noqa: E402
-from valet.handlers.operator import OperatorOptions  # noqa: E402
-from valet.handlers.reconciler import LoopConfig  # noqa: E402
-from valet.k8s.client import Api, RetryPolicy, load_api_client, valet_path  # noqa: E402
-from valet.policy import PolicyConfig  # noqa: E402
-from valet.simnodes.nodes import SimConfig, SimNodes, inject_fault  # noqa: E402
+from tests.emulator.server import kubeconfig, serve
+from tests.integration.harness import Cluster, spot_pool, training_job
+
+from valet.handlers.operator import OperatorOptions
+from valet.handlers.reconciler import LoopConfig
+from valet.k8s.client import Api, RetryPolicy, load_api_client, valet_path
+from valet.policy import PolicyConfig
+from valet.simnodes.nodes import SimConfig, SimNodes, inject_fault
 
 RETRY = RetryPolicy(attempts=10, initial_seconds=0.02, max_seconds=0.5, deadline_seconds=60)
 
@@ -115,7 +116,8 @@ async def run(args: argparse.Namespace) -> None:
 
     await c.until(all_running, timeout=600, what="every job Running")
     print(
-        f"{args.jobs} jobs x {args.job_size} workers placed and Running in {time.perf_counter() - t0:.1f}s"
+        f"{args.jobs} jobs x {args.job_size} workers placed and Running"
+        f" in {time.perf_counter() - t0:.1f}s"
     )
 
     async def packed() -> dict[str, Any] | None:
