@@ -61,7 +61,7 @@ def load_api_client(kubeconfig: str | None = None, pool_size: int = 32) -> k8s_c
 
 
 class Api:
-    """REST calls returning parsed JSON: ``call`` for async code, ``call_sync`` for threads."""
+    """REST calls returning parsed JSON, run on a thread pool so they never block the loop."""
 
     def __init__(
         self,
@@ -93,21 +93,6 @@ class Api:
                 return await loop.run_in_executor(
                     self._pool, self._once, method, path, body, query, content_type
                 )
-        raise AssertionError("unreachable: tenacity reraises")  # pragma: no cover
-
-    def call_sync(
-        self,
-        method: str,
-        path: str,
-        body: Any = None,
-        *,
-        query: Mapping[str, str] | None = None,
-        content_type: str = JSON,
-        retry_conflicts: bool = True,
-    ) -> dict[str, Any]:
-        for attempt in tenacity.Retrying(**self._retry_args(retry_conflicts)):
-            with attempt:
-                return self._once(method, path, body, query, content_type)
         raise AssertionError("unreachable: tenacity reraises")  # pragma: no cover
 
     def _retry_args(self, retry_conflicts: bool) -> dict[str, Any]:

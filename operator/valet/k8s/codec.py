@@ -21,6 +21,7 @@ from valet.model import nodehealth, remediation
 from valet.model.enums import (
     GPU_RESOURCE,
     GROUP,
+    JOB_LABEL,
     POOL_LABEL,
     SPARE_TAINT,
     STATE_LABEL,
@@ -41,7 +42,6 @@ STATE_SINCE = f"{GROUP}/state-since"
 FAULT_HISTORY = f"{GROUP}/fault-history"
 # Pod labels and annotations.
 KIND_LABEL = f"{GROUP}/kind"
-JOB_LABEL = f"{GROUP}/job"
 RANK_LABEL = f"{GROUP}/rank"
 WORKLOAD_LABEL = f"{GROUP}/workload"
 SHARD_LABEL = f"{GROUP}/shard"

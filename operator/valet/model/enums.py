@@ -10,6 +10,7 @@ import enum
 GROUP = "valet.dev"
 STATE_LABEL = f"{GROUP}/state"
 POOL_LABEL = f"{GROUP}/pool"
+JOB_LABEL = f"{GROUP}/job"  # on a worker pod: its TrainingJob (and the job's selector)
 SPARE_TAINT = f"{GROUP}/spare"
 GPU_RESOURCE = "nvidia.com/gpu"
 

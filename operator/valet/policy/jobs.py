@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 
 from valet.model.enums import (
+    JOB_LABEL,
     ConditionType,
     EventType,
     JobPhase,
@@ -24,8 +25,6 @@ from valet.model.specs import Condition, LastHeal, TrainingJobStatus, set_condit
 from valet.model.view import Job, Node, Pod
 from valet.policy.capacity import Capacity, Placement, choose_victims, topology_domain
 from valet.policy.pass_ import Pass
-
-JOB_LABEL = "valet.dev/job"
 
 
 @dataclasses.dataclass
