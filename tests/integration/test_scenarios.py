@@ -161,7 +161,11 @@ async def test_xid79_swaps_the_worker_onto_a_spare_and_heals_the_node() -> None:
         await c.until(back_in_pool, timeout=30, what="healed node back in the pool")
         node = await c.node(victim_node)
         assert "valet.dev/sim-faults" not in node["metadata"]["annotations"]
-        assert node["metadata"]["annotations"]["valet.dev/remediation"] if False else True
+        assert "valet.dev/remediation" not in node["metadata"]["annotations"]  # hand-shake done
+        events = await c.items(core_path("events", "default"))
+        reasons = [e["reason"] for e in events if e["involvedObject"]["name"] == victim_node]
+        for reason in ("NodeDraining", "RemediationRequested", "NodeHealing", "NodeHealed"):
+            assert reason in reasons, reasons
 
 
 async def test_no_spare_shrinks_the_job_and_it_regrows_when_the_node_returns() -> None:
