@@ -162,10 +162,13 @@ async def test_xid79_swaps_the_worker_onto_a_spare_and_heals_the_node() -> None:
         node = await c.node(victim_node)
         assert "valet.dev/sim-faults" not in node["metadata"]["annotations"]
         assert "valet.dev/remediation" not in node["metadata"]["annotations"]  # hand-shake done
-        events = await c.items(core_path("events", "default"))
-        reasons = [e["reason"] for e in events if e["involvedObject"]["name"] == victim_node]
-        for reason in ("NodeDraining", "RemediationRequested", "NodeHealing", "NodeHealed"):
-            assert reason in reasons, reasons
+
+        async def told() -> bool:  # Events are written after the node's own changes
+            events = await c.items(core_path("events", "default"))
+            reasons = {e["reason"] for e in events if e["involvedObject"]["name"] == victim_node}
+            return {"NodeDraining", "RemediationRequested", "NodeHealing", "NodeHealed"} <= reasons
+
+        await c.until(told, what="the node's Events tell the heal")
 
 
 async def test_no_spare_shrinks_the_job_and_it_regrows_when_the_node_returns() -> None:
@@ -284,10 +287,14 @@ async def test_a_lemon_node_is_retired() -> None:
 
         n = await c.until(retired, what="lemon retired")
         assert n["spec"]["unschedulable"] is True
-        events = await c.items(core_path("events", "default"))
-        assert any(
-            e["reason"] == "LemonNode" and e["involvedObject"]["name"] == node for e in events
-        )
+
+        async def lemon_event() -> bool:  # Events are written after the node's own changes
+            events = await c.items(core_path("events", "default"))
+            return any(
+                e["reason"] == "LemonNode" and e["involvedObject"]["name"] == node for e in events
+            )
+
+        await c.until(lemon_event, what="LemonNode Event")
 
 
 async def test_a_mass_failure_trips_the_circuit_breaker_instead_of_draining_the_pool() -> None:
@@ -390,5 +397,9 @@ async def test_an_invalid_spec_edit_is_reported_and_the_last_valid_spec_keeps_ru
         cond = await c.until(reported, what="SpecValid False")
         assert "minReplicas" in cond["message"] and "keeps running" in cond["message"]
         assert len(await workers(c)) == 2
-        events = await c.items(core_path("events", "train"))
-        assert any(e["reason"] == "InvalidSpec" for e in events)
+
+        async def invalid_event() -> bool:
+            events = await c.items(core_path("events", "train"))
+            return any(e["reason"] == "InvalidSpec" for e in events)
+
+        await c.until(invalid_event, what="InvalidSpec Event")
