@@ -98,8 +98,14 @@ async def test_spot_pool_labels_and_taints_spares_and_packs_spot_pods() -> None:
             assert {"key": "valet.dev/spare", "value": "true", "effect": "NoSchedule"} in node[
                 "spec"
             ]["taints"]
-        spot = await c.pods("batch")
-        assert len(spot) == 16 and all(p["spec"]["schedulerName"] == "valet" for p in spot)
+
+        async def sixteen() -> list[dict[str, Any]] | None:  # status is written before pods
+            spot = await c.pods("batch")
+            bound = all(p["spec"].get("nodeName") for p in spot)
+            return spot if len(spot) == 16 and bound else None
+
+        spot = await c.until(sixteen, what="16 spot pods bound")
+        assert all(p["spec"]["schedulerName"] == "valet" for p in spot)
         assert all(
             {"key": "valet.dev/spare", "operator": "Exists", "effect": "NoSchedule"}
             in p["spec"]["tolerations"]
@@ -134,10 +140,13 @@ async def test_xid79_swaps_the_worker_onto_a_spare_and_heals_the_node() -> None:
 
         await c.until(draining, what="failed node draining")
         # The spare's spot pods are evicted with the pool's notice, not killed.
-        evicted = [p for p in await c.pods("batch") if p["spec"].get("nodeName") == spare]
-        assert evicted and all(
-            p["metadata"].get("deletionGracePeriodSeconds") == 1 for p in evicted
-        )
+
+        async def preempted_with_notice() -> bool:  # one Event per evicted spot pod
+            events = await c.items(core_path("events", "batch"))
+            told = [e for e in events if e["reason"] == "SpotPreempted"]
+            return len(told) == 4 and all("with 1s notice" in e["message"] for e in told)
+
+        await c.until(preempted_with_notice, what="the spare's 4 spot pods evicted with notice")
 
         async def swapped() -> dict[str, Any] | None:
             status = (await c.job("train", "llm")).get("status") or {}
