@@ -229,7 +229,10 @@ def fast_options(**policy: Any) -> OperatorOptions:
     }
     defaults.update(policy)
     return OperatorOptions(
-        policy=PolicyConfig(**defaults), loop=LoopConfig(debounce_seconds=0.02, resync_seconds=1.0)
+        policy=PolicyConfig(**defaults),
+        loop=LoopConfig(
+            debounce_seconds=0.02, resync_seconds=1.0, relist_seconds=5.0, first_relist_seconds=1.0
+        ),
     )
 
 

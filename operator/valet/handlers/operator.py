@@ -13,9 +13,10 @@ import logging
 from typing import Any
 
 import kopf
+import structlog
 
 from valet.handlers.reconciler import LoopConfig, Reconciler
-from valet.k8s import codec
+from valet.k8s import codec, errors
 from valet.k8s.apply import Applier
 from valet.k8s.cache import Cache, Kind
 from valet.k8s.client import Api, core_path, load_api_client, node_path, valet_path
@@ -24,6 +25,7 @@ from valet.metrics import OperatorMetrics
 from valet.policy import PolicyConfig
 
 registry = kopf.OperatorRegistry()
+log = structlog.get_logger("valet.operator")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,6 +67,7 @@ class Operator:
             self.reconciler.active.clear()
             self.tasks.append(asyncio.create_task(self.leader.run(), name="valet-leader"))
         self.tasks.append(asyncio.create_task(self.reconciler.run(), name="valet-reconciler"))
+        self.tasks.append(asyncio.create_task(self._relist(), name="valet-relist"))
 
     async def stop(self) -> None:
         """Cancel the reconciler wherever it is (idempotent)."""
@@ -80,6 +83,12 @@ class Operator:
 
     async def initial_sync(self) -> None:
         """List everything once, so the first pass never decides over a partial view."""
+        await self.list_all()
+        self.reconciler.synced.set()
+        self.reconciler.poke()
+
+    async def list_all(self) -> bool:
+        """List every watched kind into the cache; True when the view changed."""
         ns = self.options.namespace
         sources = (
             (Kind.NODE, node_path()),
@@ -87,12 +96,25 @@ class Operator:
             (Kind.JOB, valet_path("trainingjobs", ns)),
             (Kind.POOL, valet_path("spotpools", None)),
         )
+        changed = False
         for kind, path in sources:
             listing = await self.api.call("GET", path)
-            for item in listing.get("items") or ():
-                self.cache.observe(kind, item)
-        self.reconciler.synced.set()
-        self.reconciler.poke()
+            version = (listing.get("metadata") or {}).get("resourceVersion")
+            changed = self.cache.replace(kind, listing.get("items") or [], version) or changed
+        return changed
+
+    async def _relist(self) -> None:
+        """Relist soon after start, then now and then: a watch never reports a deletion
+        that happened before it began (between our listing and Kopf's)."""
+        loop = self.options.loop
+        await asyncio.sleep(min(loop.first_relist_seconds, loop.relist_seconds))
+        while True:
+            try:
+                if await self.list_all():
+                    self.reconciler.poke()
+            except errors.ApiError as err:
+                log.warning("relist failed", error=str(err))
+            await asyncio.sleep(loop.relist_seconds)
 
     def on_event(self, kind: Kind, event: kopf.RawEvent) -> None:
         raw = event.get("object") or {}

@@ -106,6 +106,26 @@ class Cache:
             self.generation += 1
         return bool(changed)
 
+    def replace(self, kind: Kind, items: list[Raw], list_version: str | None) -> bool:
+        """A full listing: what it lacks and the cache has from before it is gone (a relist).
+
+        The watch can miss a deletion: one that happened between a listing and the start
+        of a watch never arrives as an event. True when the view changed.
+        """
+        try:
+            listed_at = int(list_version or "")
+        except ValueError:
+            listed_at = None
+        changed = False
+        listed = {key_of(item) for item in items}
+        for key in [k for k in self.raw[kind] if k not in listed]:
+            seen = self._versions.get((kind, key))
+            if listed_at is None or seen is None or seen <= listed_at:
+                changed = self._forget(kind, key, listed_at) or changed
+        for item in items:
+            changed = self.observe(kind, item) or changed
+        return changed
+
     def _forget(self, kind: Kind, key: str, rv: int | None) -> bool:
         ident = (kind, key)
         self._versions.pop(ident, None)

@@ -1,0 +1,42 @@
+"""The operator's cache: resourceVersion order, tombstones, and relisting a missed deletion."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from valet.k8s.cache import Cache, Kind
+
+
+def pod(name: str, rv: int, node: str | None = None, **extra: Any) -> dict[str, Any]:
+    return {
+        "metadata": {"name": name, "namespace": "ns", "resourceVersion": str(rv), **extra},
+        "spec": {
+            "nodeName": node,
+            "containers": [{"resources": {"limits": {"nvidia.com/gpu": "8"}}}],
+        },
+        "status": {"phase": "Running"},
+    }
+
+
+def test_an_older_event_never_undoes_a_newer_write() -> None:
+    cache = Cache()
+    cache.observe(Kind.POD, pod("p", 5, "n1"))
+    assert cache.observe(Kind.POD, pod("p", 4, None)) is False
+    assert cache.pods["ns/p"].node == "n1"
+
+
+def test_a_deleted_object_does_not_come_back_from_a_late_event() -> None:
+    cache = Cache()
+    cache.observe(Kind.POD, pod("p", 5, "n1"))
+    cache.observe(Kind.POD, pod("p", 6, "n1"), deleted=True)
+    assert cache.observe(Kind.POD, pod("p", 5, "n1")) is False
+    assert "ns/p" not in cache.pods
+
+
+def test_relist_forgets_what_the_listing_lacks_but_keeps_what_is_newer() -> None:
+    cache = Cache()
+    cache.observe(Kind.POD, pod("ghost", 3, "n1", deletionTimestamp="2026-01-01T00:00:00Z"))
+    cache.observe(Kind.POD, pod("fresh", 12, "n2"))  # written after the listing was taken
+    cache.observe(Kind.POD, pod("kept", 4, "n3"))
+    assert cache.replace(Kind.POD, [pod("kept", 4, "n3")], "10") is True
+    assert sorted(cache.pods) == ["ns/fresh", "ns/kept"]
