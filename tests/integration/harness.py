@@ -212,9 +212,10 @@ async def cluster(
             await asyncio.wait_for(simnodes.ready.wait(), 60)
             yield c
         finally:
-            await c.stop_operator(graceful=False)
+            # Bounded, so a stuck teardown fails this test instead of hanging the suite.
+            await asyncio.wait_for(c.stop_operator(graceful=False), 30)
             sim_task.cancel()
-            await asyncio.gather(sim_task, return_exceptions=True)
+            await asyncio.wait({sim_task}, timeout=10)
             api.close()
 
 

@@ -339,25 +339,33 @@ def _log_failure(task: asyncio.Future[Any]) -> None:
 async def inject_fault(
     api: Api, node: str, gpu: int, xid: int | None, signal: str | None
 ) -> list[dict[str, Any]]:
-    """What ``valet sim fault`` does: add a fault to the node's ``valet.dev/sim-faults``."""
-    raw = await api.call("GET", node_path(node))
-    current = codec.meta(raw).get("annotations", {}).get(FAULTS_ANNOTATION) or "[]"
-    faults: list[dict[str, Any]] = json.loads(current)
+    """What ``valet sim fault`` does: add a fault to the node's ``valet.dev/sim-faults``.
+
+    Read-modify-write with the node's resourceVersion, read again on a conflict (the
+    node's status and annotations change all the time)."""
     fault: dict[str, Any] = {"gpu": gpu}
     if xid is not None:
         fault["xid"] = xid
     else:
         fault["signal"] = signal
-    faults.append(fault)
-    await api.call(
-        "PATCH",
-        node_path(node),
-        {
+    for _ in range(20):
+        raw = await api.call("GET", node_path(node))
+        md = codec.meta(raw)
+        faults: list[dict[str, Any]] = json.loads(
+            (md.get("annotations") or {}).get(FAULTS_ANNOTATION) or "[]"
+        )
+        faults.append(fault)
+        body = {
             "metadata": {
                 "annotations": {FAULTS_ANNOTATION: json.dumps(faults)},
-                "resourceVersion": codec.meta(raw).get("resourceVersion"),
+                "resourceVersion": md.get("resourceVersion"),
             }
-        },
-        content_type=MERGE,
-    )
-    return faults
+        }
+        try:
+            await api.call(
+                "PATCH", node_path(node), body, content_type=MERGE, retry_conflicts=False
+            )
+        except errors.ConflictError:
+            continue
+        return faults
+    raise errors.ConflictError(409, "Conflict", "node kept changing", "PATCH", node_path(node))
