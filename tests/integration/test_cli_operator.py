@@ -46,10 +46,17 @@ async def test_valet_operator_process_adopts_nodes_and_serves_metrics_and_health
                     if "valet.dev/state" in labels:
                         break
                     await asyncio.sleep(0.05)
-                assert labels.get("valet.dev/state") == "active"  # never reported: not a spare
+                assert labels.get("valet.dev/state") == "active", (
+                    labels
+                )  # never reported: not a spare
                 async with aiohttp.ClientSession() as http:
-                    async with http.get(f"http://127.0.0.1:{metrics}/metrics") as r:
-                        text = await r.text()
+                    # Metrics are set at the end of the pass that labelled the node.
+                    for _ in range(100):
+                        async with http.get(f"http://127.0.0.1:{metrics}/metrics") as r:
+                            text = await r.text()
+                        if 'valet_nodes{pool="pool",state="unknown"} 1.0' in text:
+                            break
+                        await asyncio.sleep(0.05)
                     assert "valet_reconcile_duration_seconds_count" in text
                     assert 'valet_nodes{pool="pool",state="unknown"} 1.0' in text
                     async with http.get(f"http://127.0.0.1:{health}/healthz") as r:
