@@ -27,20 +27,15 @@ class PatchError(ValueError):
 
 
 def merge_patch(target: Any, patch: Any) -> Any:
-    if not isinstance(patch, dict):
-        return copy.deepcopy(patch)
-    result = dict(target) if isinstance(target, dict) else {}
-    for key, value in patch.items():
-        if value is None:
-            result.pop(key, None)
-        else:
-            result[key] = merge_patch(result.get(key), value)
-    return result
+    """RFC 7386: strategic merge with no list merged by key."""
+    return strategic_merge_patch(target, patch, keys={})
 
 
-def strategic_merge_patch(target: Any, patch: Any, field: str = "") -> Any:
-    if isinstance(patch, list) and isinstance(target, list) and MERGE_KEYS.get(field):
-        key = MERGE_KEYS[field]
+def strategic_merge_patch(
+    target: Any, patch: Any, field: str = "", keys: dict[str, str | None] = MERGE_KEYS
+) -> Any:
+    if isinstance(patch, list) and isinstance(target, list) and keys.get(field):
+        key = keys[field]
         merged = [copy.deepcopy(item) for item in target]
         for item in patch:
             if not isinstance(item, dict) or key not in item:
@@ -51,7 +46,7 @@ def strategic_merge_patch(target: Any, patch: Any, field: str = "") -> Any:
                 continue
             for i, existing in enumerate(merged):
                 if isinstance(existing, dict) and existing.get(key) == item[key]:
-                    merged[i] = strategic_merge_patch(existing, item)
+                    merged[i] = strategic_merge_patch(existing, item, keys=keys)
                     break
             else:
                 merged.append(copy.deepcopy(item))
@@ -63,7 +58,7 @@ def strategic_merge_patch(target: Any, patch: Any, field: str = "") -> Any:
         if value is None:
             result.pop(key, None)
         else:
-            result[key] = strategic_merge_patch(result.get(key), value, key)
+            result[key] = strategic_merge_patch(result.get(key), value, key, keys)
     return result
 
 

@@ -68,20 +68,11 @@ def _stage(action: Action) -> str:
 
 
 def _target(action: Action) -> str:
-    match action:
-        case SetNodeState(node=n) | SetCordon(node=n) | SetSpareTaint(node=n):
-            return f"node/{n}"
-        case RecordFault(node=n) | RequestRemediation(node=n) | ClearRemediation(node=n):
-            return f"node/{n}"
-        case EvictPod(namespace=ns, name=n) | DeletePod(namespace=ns, name=n):
-            return f"pod/{ns}/{n}"
-        case CreatePod(namespace=ns, name=n) | BindPod(namespace=ns, name=n):
-            return f"pod/{ns}/{n}"
-        case PatchJobStatus(namespace=ns, name=n):
-            return f"job/{ns}/{n}"
-        case PatchPoolStatus(name=n):
-            return f"pool/{n}"
-    return f"event/{id(action)}"
+    """The object an action writes: actions on one object run in order, others concurrently."""
+    if isinstance(action, EmitEvent):
+        return f"event/{id(action)}"
+    kind, namespace, name = _involved(action)
+    return f"{kind}/{namespace}/{name}"
 
 
 class Applier:

@@ -13,7 +13,7 @@ import concurrent.futures
 import dataclasses
 import json
 import ssl
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 from urllib.parse import quote, urlencode
 
@@ -233,10 +233,3 @@ def core_path(plural: str, namespace: str | None, name: str = "", sub: str = "")
 def valet_path(plural: str, namespace: str | None, name: str = "", sub: str = "") -> str:
     base = f"/apis/{GROUP_VERSION}" + (f"/namespaces/{quote(namespace)}" if namespace else "")
     return f"{base}/{plural}" + (f"/{quote(name)}" if name else "") + (f"/{sub}" if sub else "")
-
-
-def selector(labels: Mapping[str, str | None] | Sequence[str]) -> str:
-    """A label selector: ``{"k": "v"}`` → ``k=v``; ``{"k": None}`` or ``["k"]`` → ``k`` (exists)."""
-    if isinstance(labels, Mapping):
-        return ",".join(k if v is None else f"{k}={v}" for k, v in labels.items())
-    return ",".join(labels)
