@@ -219,7 +219,7 @@ def _operator(args: argparse.Namespace) -> int:
 
     from valet.handlers.operator import Operator, OperatorOptions, registry
     from valet.handlers.reconciler import LoopConfig
-    from valet.k8s.codec import DetectorRule, NodeReadConfig
+    from valet.k8s.codec import DetectorRule, NodeReadConfig, PodDefaults
     from valet.policy import PolicyConfig
 
     _configure_logging(args.log_format)
@@ -232,6 +232,10 @@ def _operator(args: argparse.Namespace) -> int:
         policy=PolicyConfig(staleness_seconds=args.staleness_seconds),
         loop=LoopConfig(debounce_seconds=args.debounce_seconds),
         node_config=NodeReadConfig(detectors, staleness_seconds=args.staleness_seconds),
+        pod_defaults=PodDefaults(
+            worker_priority_class=args.worker_priority_class or None,
+            spot_priority_class=args.spot_priority_class or None,
+        ),
         leader_election=args.leader_elect,
         lease_namespace=args.lease_namespace or os.environ.get("POD_NAMESPACE", "default"),
         identity=os.environ.get("POD_NAME") or socket.gethostname(),
@@ -398,6 +402,18 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         metavar="KEY",
         help="a taint of another detector that means unhealthy",
+    )
+    op.add_argument(
+        "--worker-priority-class",
+        default="",
+        metavar="NAME",
+        help="PriorityClass for training workers whose template names none",
+    )
+    op.add_argument(
+        "--spot-priority-class",
+        default="",
+        metavar="NAME",
+        help="PriorityClass for spot pods whose template names none",
     )
     op.add_argument("--log-format", choices=("json", "console"), default="json")
     op.set_defaults(func=_operator)

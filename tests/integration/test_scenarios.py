@@ -6,6 +6,7 @@ The same tests run against a real cluster when VALET_E2E_KUBECONFIG is set (see 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from typing import Any
 
 from prometheus_client import generate_latest
@@ -22,13 +23,21 @@ from tests.integration.harness import (
     training_job,
 )
 from valet.k8s.client import MERGE, core_path, valet_path
+from valet.k8s.codec import PodDefaults
 from valet.simnodes.kubelet import FAIL_ANNOTATION
 
+PRIORITIES = PodDefaults(worker_priority_class="valet-training", spot_priority_class="valet-spot")
 
-async def setup(c: Cluster, pool: dict[str, Any] | None = None, **options: Any) -> None:
+
+async def setup(
+    c: Cluster,
+    pool: dict[str, Any] | None = None,
+    pod_defaults: PodDefaults = PodDefaults(),
+    **options: Any,
+) -> None:
     await c.namespace("train")
     await c.namespace("batch")
-    await c.start_operator(fast_options(**options))
+    await c.start_operator(dataclasses.replace(fast_options(**options), pod_defaults=pod_defaults))
     if pool is not None:
         await c.apply(pool)
 
@@ -56,7 +65,7 @@ def metric(c: Cluster, name: str, **match: str) -> float:
 
 async def test_training_job_is_gang_placed_bound_and_running() -> None:
     async with cluster(node_names(3)) as c:
-        await setup(c, spot_pool(spares=0, shards=None))
+        await setup(c, spot_pool(spares=0, shards=None), PRIORITIES)
         await c.apply(training_job(replicas=3, min_replicas=3))
         status = await c.until(lambda: phase_is(c, "Running"), what="job Running")
         assert status["replicas"] == 3 and status["selector"] == "valet.dev/job=llm"
@@ -64,6 +73,7 @@ async def test_training_job_is_gang_placed_bound_and_running() -> None:
         assert sorted(p["spec"]["nodeName"] for p in pods) == node_names(3)
         for pod in pods:
             assert pod["spec"]["schedulerName"] == "valet"
+            assert pod["spec"]["priorityClassName"] == "valet-training"
             env = {e["name"]: e["value"] for e in pod["spec"]["containers"][0]["env"]}
             assert env["PET_NNODES"] == "3:3" and env["PET_NPROC_PER_NODE"] == "8"
             assert env["PET_RDZV_ENDPOINT"] == "llm-0.llm.train.svc:29400"
@@ -82,7 +92,7 @@ async def _ready(c: Cluster, count: int) -> bool:
 
 async def test_spot_pool_labels_and_taints_spares_and_packs_spot_pods() -> None:
     async with cluster(node_names(4)) as c:
-        await setup(c, spot_pool(spares=2, gpus_per_pod=2, shards=100))
+        await setup(c, spot_pool(spares=2, gpus_per_pod=2, shards=100), PRIORITIES)
 
         async def packed() -> dict[str, Any] | None:
             status = (await c.pool("pool")).get("status") or {}
@@ -106,6 +116,7 @@ async def test_spot_pool_labels_and_taints_spares_and_packs_spot_pods() -> None:
 
         spot = await c.until(sixteen, what="16 spot pods bound")
         assert all(p["spec"]["schedulerName"] == "valet" for p in spot)
+        assert all(p["spec"]["priorityClassName"] == "valet-spot" for p in spot)
         assert all(
             {"key": "valet.dev/spare", "operator": "Exists", "effect": "NoSchedule"}
             in p["spec"]["tolerations"]

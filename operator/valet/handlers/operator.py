@@ -35,6 +35,7 @@ class OperatorOptions:
     policy: PolicyConfig = PolicyConfig()
     loop: LoopConfig = LoopConfig()
     node_config: codec.NodeReadConfig = codec.NodeReadConfig()
+    pod_defaults: codec.PodDefaults = codec.PodDefaults()
     leader_election: bool = False
     lease_namespace: str = "default"
     identity: str = "valet"
@@ -48,7 +49,7 @@ class Operator:
         self.api = api or Api(load_api_client(options.kubeconfig))
         self.cache = Cache(options.node_config)
         self.metrics = OperatorMetrics()
-        self.applier = Applier(self.api, self.cache)
+        self.applier = Applier(self.api, self.cache, pod_defaults=options.pod_defaults)
         self.reconciler = Reconciler(
             self.cache, self.applier, self.metrics, policy=options.policy, loop=options.loop
         )

@@ -84,8 +84,10 @@ class Applier:
         clock: Callable[[], float] = time.time,
         concurrency: int = 32,
         on_error: Callable[[Action, errors.ApiError], None] | None = None,
+        pod_defaults: codec.PodDefaults = codec.PodDefaults(),
     ) -> None:
         self.api, self.cache, self.clock = api, cache, clock
+        self.pod_defaults = pod_defaults
         self._limit = asyncio.Semaphore(concurrency)
         self._seq = itertools.count()
         self.on_error = on_error
@@ -245,12 +247,12 @@ class Applier:
             job = self.cache.jobs.get(a.owner)
             if job is None:
                 return  # deleted meanwhile
-            manifest = codec.worker_manifest(job, a)
+            manifest = codec.worker_manifest(job, a, self.pod_defaults)
         else:
             pool = self.cache.pools.get(a.owner)
             if pool is None:
                 return
-            manifest = codec.spot_manifest(pool, a)
+            manifest = codec.spot_manifest(pool, a, self.pod_defaults)
         try:
             raw = await self.api.call("POST", core_path("pods", a.namespace), manifest)
         except errors.AlreadyExistsError:

@@ -69,6 +69,14 @@ class NodeReadConfig:
     staleness_seconds: float = 120.0  # a detector condition older than this is ignored
 
 
+@dataclasses.dataclass(frozen=True)
+class PodDefaults:
+    """What valet adds to every pod it creates unless the template says otherwise."""
+
+    worker_priority_class: str | None = None  # high, so nothing preempts a training worker
+    spot_priority_class: str | None = None  # low and never preempting
+
+
 # --- reading -------------------------------------------------------------------------------
 
 
@@ -278,7 +286,11 @@ def _with_gpus(container: dict[str, Any], gpus: int) -> None:
 
 
 def _pod_shell(
-    template: Raw, a: CreatePod, labels: dict[str, str], owner: dict[str, Any]
+    template: Raw,
+    a: CreatePod,
+    labels: dict[str, str],
+    owner: dict[str, Any],
+    priority_class: str | None,
 ) -> dict[str, Any]:
     tmeta = dict(template.get("metadata") or {})
     spec = json.loads(json.dumps(template.get("spec") or {}))  # deep copy of plain JSON
@@ -291,6 +303,8 @@ def _pod_shell(
         annotations[FAULT_AT] = to_rfc3339(a.fault_at)
     spec["schedulerName"] = SCHEDULER_NAME
     spec.setdefault("restartPolicy", "Never")
+    if priority_class and "priority" not in spec:
+        spec.setdefault("priorityClassName", priority_class)
     containers = spec.get("containers") or [{"name": "main", "image": "busybox"}]
     spec["containers"] = containers
     _with_gpus(containers[0], a.gpus)
@@ -308,12 +322,14 @@ def _pod_shell(
     }
 
 
-def worker_manifest(job: Job, a: CreatePod) -> dict[str, Any]:
+def worker_manifest(
+    job: Job, a: CreatePod, defaults: PodDefaults = PodDefaults()
+) -> dict[str, Any]:
     """A worker pod: the job's template, valet as scheduler, and elastic torchrun's env."""
     rank = a.rank if a.rank is not None else 0
     labels = {KIND_LABEL: PodKind.WORKER.value, JOB_LABEL: job.name, RANK_LABEL: str(rank)}
     owner = owner_reference(f"{GROUP}/v1alpha1", "TrainingJob", job.name, job.uid)
-    pod = _pod_shell(job.spec.template, a, labels, owner)
+    pod = _pod_shell(job.spec.template, a, labels, owner, defaults.worker_priority_class)
     spec = job.spec
     host = f"{job.name}-{rank}"
     pod["spec"]["hostname"] = host
@@ -335,7 +351,9 @@ def worker_manifest(job: Job, a: CreatePod) -> dict[str, Any]:
     return pod
 
 
-def spot_manifest(pool: Pool, a: CreatePod) -> dict[str, Any]:
+def spot_manifest(
+    pool: Pool, a: CreatePod, defaults: PodDefaults = PodDefaults()
+) -> dict[str, Any]:
     """A spot pod: the workload's template, its shard in env and labels, the pool as owner."""
     workload = next(w for w in pool.spec.workloads if w.name == a.workload)
     labels = {KIND_LABEL: PodKind.SPOT.value, POOL_LABEL: pool.name, WORKLOAD_LABEL: workload.name}
@@ -345,7 +363,7 @@ def spot_manifest(pool: Pool, a: CreatePod) -> dict[str, Any]:
         env["VALET_SHARD"] = str(a.shard)
         env["VALET_SHARDS"] = str(workload.shards)
     owner = owner_reference(f"{GROUP}/v1alpha1", "SpotPool", pool.name, pool.uid)
-    pod = _pod_shell(workload.template, a, labels, owner)
+    pod = _pod_shell(workload.template, a, labels, owner, defaults.spot_priority_class)
     pod["spec"]["tolerations"] = [
         *(pod["spec"].get("tolerations") or ()),
         {"key": SPARE_TAINT, "operator": "Exists", "effect": "NoSchedule"},
