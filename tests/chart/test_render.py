@@ -84,9 +84,10 @@ def test_ha_operator_runs_replicas_with_lease_leader_election() -> None:
     assert deployment["spec"]["replicas"] == 3
     assert "--leader-elect" in _args(manifests, "Deployment/valet-operator")
     anti = deployment["spec"]["template"]["spec"]["affinity"]["podAntiAffinity"]
-    assert anti["preferredDuringSchedulingIgnoredDuringExecution"][0]["podAffinityTerm"][
-        "topologyKey"
-    ] == "kubernetes.io/hostname"
+    assert (
+        anti["preferredDuringSchedulingIgnoredDuringExecution"][0]["podAffinityTerm"]["topologyKey"]
+        == "kubernetes.io/hostname"
+    )
     assert of_kind(manifests, "Role")[0]["metadata"]["namespace"] == "valet-system"
     assert "--leader-elect" not in _args(render(), "Deployment/valet-operator")
     assert not of_kind(render(), "Role")
@@ -130,9 +131,7 @@ def test_monitoring_resources_are_optional() -> None:
     assert not off & {"ConfigMap", "NetworkPolicy", "ValidatingAdmissionPolicy"}
     on = render(VARIANTS["monitoring-on"])
     assert {"ServiceMonitor", "PodMonitor", "PrometheusRule"} <= {m["kind"] for m in on}
-    sidecar = {
-        m["metadata"]["name"]: m["metadata"]["labels"] for m in of_kind(on, "ConfigMap")
-    }
+    sidecar = {m["metadata"]["name"]: m["metadata"]["labels"] for m in of_kind(on, "ConfigMap")}
     assert sidecar["valet-grafana-alerts"]["grafana_alert"] == "1"
     assert sidecar["valet-dashboard"]["grafana_dashboard"] == "1"
 

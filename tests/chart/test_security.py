@@ -34,11 +34,7 @@ def test_every_pod_template_is_locked_down(variant: str) -> None:
 
 
 def test_the_image_is_pinned_to_the_chart_version_or_a_digest() -> None:
-    images = {
-        c["image"]
-        for t in pod_templates(render()).values()
-        for c in t["spec"]["containers"]
-    }
+    images = {c["image"] for t in pod_templates(render()).values() for c in t["spec"]["containers"]}
     assert images == {"ghcr.io/valet-dev/valet:0.1.0"}
     digest = "sha256:" + "ab" * 32
     pinned = pod_templates(render({"image": {"digest": digest}}))

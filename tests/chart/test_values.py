@@ -40,7 +40,9 @@ def documented_keys() -> set[str]:
             stack.pop()
         stack.append((indent, m.group(2)))
         j = i - 1
-        while j >= 0 and lines[j].strip().startswith("#") and not lines[j].strip().startswith("# --"):
+        while (
+            j >= 0 and lines[j].strip().startswith("#") and not lines[j].strip().startswith("# --")
+        ):
             j -= 1
         if j >= 0 and lines[j].strip().startswith("# --"):
             documented.add(".".join(k for _, k in stack))
@@ -65,7 +67,7 @@ def test_the_chart_readme_lists_every_value() -> None:
     listed = set(re.findall(r"^\| `([^`]+)` \|", readme, re.M))
     missing = [k for k in leaf_keys(values) if not _covered(k, listed)]
     assert not missing, f"values missing from charts/valet/README.md: {missing}"
-    assert listed <= {k for k in _prefixes(leaf_keys(values))}, "README lists unknown values"
+    assert listed <= _prefixes(leaf_keys(values)), "README lists unknown values"
 
 
 def _prefixes(keys: list[str]) -> set[str]:
@@ -83,5 +85,3 @@ def test_bad_values_are_rejected_with_a_clear_message(path: Path) -> None:
     with pytest.raises(helm.HelmError) as err:
         render_files(yaml.safe_load(path.read_text()))
     assert expect in str(err.value), str(err.value)
-
-

@@ -1,0 +1,122 @@
+"""The agent's ValidatingAdmissionPolicy, evaluated with a CEL interpreter on the
+admission requests the API server would send: the agent may update only its own Node,
+and only that Node's annotations and status."""
+
+from __future__ import annotations
+
+import copy
+import functools
+from typing import Any
+
+import celpy
+import pytest
+
+from tests.chart.render import of_kind, render
+
+AGENT = "system:serviceaccount:valet-system:valet-agent"
+NODE_CLAIM = "authentication.kubernetes.io/node-name"
+_ENV = celpy.Environment()
+
+
+@functools.cache
+def _policy() -> dict[str, Any]:
+    manifests = render()
+    (policy,) = of_kind(manifests, "ValidatingAdmissionPolicy")
+    (binding,) = of_kind(manifests, "ValidatingAdmissionPolicyBinding")
+    assert binding["spec"]["policyName"] == policy["metadata"]["name"]
+    assert binding["spec"]["validationActions"] == ["Deny"]
+    return policy["spec"]  # type: ignore[no-any-return]
+
+
+def _eval(expr: str, activation: dict[str, Any]) -> Any:
+    return _ENV.program(_ENV.compile(expr)).evaluate(activation)
+
+
+def admit(user: str, token_node: str | None, target: str, change: str) -> str | None:
+    """None if admitted, else the message the API server would return."""
+    old = {
+        "metadata": {"name": target, "labels": {"valet.dev/state": "spare"}, "annotations": {}},
+        "spec": {"taints": []},
+        "status": {"conditions": []},
+    }
+    new = copy.deepcopy(old)
+    subresource = ""
+    if change == "annotation":
+        new["metadata"]["annotations"]["valet.dev/gpu-health"] = "{}"
+    elif change == "condition":
+        new["status"]["conditions"].append({"type": "GPUHealthy", "status": "False"})
+        subresource = "status"
+    elif change == "label":
+        new["metadata"]["labels"]["valet.dev/state"] = "active"
+    elif change == "cordon":
+        new["spec"]["unschedulable"] = True
+    extra = {NODE_CLAIM: [token_node]} if token_node else {}
+    request = {
+        "userInfo": {"username": user, "extra": extra},
+        "name": target,
+        "subResource": subresource,
+        "operation": "UPDATE",
+    }
+    spec = _policy()
+    activation: dict[str, Any] = {
+        "request": celpy.json_to_cel(request),
+        "object": celpy.json_to_cel(new),
+        "oldObject": celpy.json_to_cel(old),
+    }
+    if not all(bool(_eval(c["expression"], activation)) for c in spec["matchConditions"]):
+        return None  # the policy does not apply to this user
+    activation["variables"] = celpy.json_to_cel(
+        {v["name"]: _eval(v["expression"], activation) for v in spec["variables"]}
+    )
+    for rule in spec["validations"]:
+        if not bool(_eval(rule["expression"], activation)):
+            if "messageExpression" in rule:
+                return str(_eval(rule["messageExpression"], activation))
+            return str(rule["message"])
+    return None
+
+
+@pytest.mark.parametrize(
+    ("user", "token_node", "target", "change", "denied"),
+    [
+        pytest.param(AGENT, "gpu-1", "gpu-1", "annotation", None, id="own node annotation"),
+        pytest.param(AGENT, "gpu-1", "gpu-1", "condition", None, id="own node condition"),
+        pytest.param(
+            AGENT,
+            "gpu-1",
+            "gpu-2",
+            "annotation",
+            "only its own Node gpu-1, not gpu-2",
+            id="another node",
+        ),
+        pytest.param(
+            AGENT,
+            "gpu-1",
+            "gpu-2",
+            "condition",
+            "only its own Node gpu-1, not gpu-2",
+            id="another node's status",
+        ),
+        pytest.param(
+            AGENT, None, "gpu-1", "annotation", "its token names no node", id="token without node"
+        ),
+        pytest.param(AGENT, "gpu-1", "gpu-1", "label", "not its labels or spec", id="own labels"),
+        pytest.param(AGENT, "gpu-1", "gpu-1", "cordon", "not its labels or spec", id="cordon"),
+        pytest.param(
+            "system:serviceaccount:valet-system:valet-operator",
+            None,
+            "gpu-2",
+            "label",
+            None,
+            id="the operator is not restricted",
+        ),
+    ],
+)
+def test_agent_may_touch_only_its_own_node(
+    user: str, token_node: str | None, target: str, change: str, denied: str | None
+) -> None:
+    message = admit(user, token_node, target, change)
+    if denied is None:
+        assert message is None
+    else:
+        assert message is not None and denied in message
