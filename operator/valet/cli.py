@@ -262,7 +262,7 @@ def _sim(args: argparse.Namespace) -> int:
     from valet.simnodes.nodes import SimConfig, SimNodes, inject_fault
 
     _configure_logging(args.log_format)
-    api = Api(load_api_client(args.kubeconfig))
+    api = Api(load_api_client(args.kubeconfig, component="sim"))
     if args.sim_command == "fault":
         if (args.xid is None) == (args.signal is None):
             print("valet sim fault: give --xid or --signal", file=sys.stderr)

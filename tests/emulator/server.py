@@ -40,6 +40,36 @@ class Chaos:
         return self.rng.choice(("conflict", "throttle", "internal", "timeout-after-work"))
 
 
+@dataclasses.dataclass(frozen=True)
+class Request:
+    """One resource request as RBAC sees it."""
+
+    user_agent: str
+    method: str
+    group: str
+    namespace: str | None
+    plural: str
+    name: str | None
+    subresource: str | None
+    query: dict[str, str]
+
+    @property
+    def verb(self) -> str:
+        if self.method == "GET":
+            if self.query.get("watch") in ("true", "1"):
+                return "watch"
+            return "get" if self.name else "list"
+        if self.method == "DELETE" and not self.name:
+            return "deletecollection"
+        return {"POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}[
+            self.method
+        ]
+
+    @property
+    def resource(self) -> str:
+        return f"{self.plural}/{self.subresource}" if self.subresource else self.plural
+
+
 def _parse_path(path: str) -> tuple[str, str, str | None, str, str | None, str | None] | None:
     """(group, version, namespace, plural, name, subresource) of a resource URL, else None."""
     parts = path.strip("/").split("/")
@@ -67,7 +97,7 @@ class Emulator(kmock.KubernetesScaffold):  # type: ignore[misc]  # kmock is unty
         super().__init__(*args, **kwargs)
         self.store = Store()
         self.chaos = chaos or Chaos()
-        self.log: list[tuple[str, str]] = []  # (method, path) of every resource request
+        self.requests: list[Request] = []  # every resource request, for RBAC checks
         for res in self.store.resources.values():
             info = self.resources[
                 f"{res.group}/{res.version}/{res.plural}"
@@ -92,7 +122,9 @@ class Emulator(kmock.KubernetesScaffold):  # type: ignore[misc]  # kmock is unty
         res = self.store.resources[(group, version, plural)]
         params = dict(raw.query)
         method = raw.method.upper()
-        self.log.append((method, raw.path_qs))
+        self.requests.append(
+            Request(raw.headers.get("User-Agent", ""), method, group, ns, plural, name, sub, params)
+        )
         try:
             if method == "GET" and params.get("watch") in ("true", "1"):
                 return await self._watch(raw, res, ns, params)

@@ -58,7 +58,8 @@ class Cluster:
     # --- the operator ------------------------------------------------------------------
 
     async def start_operator(self, options: OperatorOptions) -> Operator:
-        operator = Operator(options, api=Api(load_api_client(self.kubeconfig), retry=FAST_RETRY))
+        api = Api(load_api_client(self.kubeconfig, component="operator"), retry=FAST_RETRY)
+        operator = Operator(options, api=api)
         self._stop = asyncio.Event()
         ready = asyncio.Event()
         tasks = await kopf.spawn_tasks(

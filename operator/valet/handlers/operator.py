@@ -46,7 +46,7 @@ class Operator:
 
     def __init__(self, options: OperatorOptions, api: Api | None = None) -> None:
         self.options = options
-        self.api = api or Api(load_api_client(options.kubeconfig))
+        self.api = api or Api(load_api_client(options.kubeconfig, component="operator"))
         self.cache = Cache(options.node_config)
         self.metrics = OperatorMetrics()
         self.applier = Applier(self.api, self.cache, pod_defaults=options.pod_defaults)

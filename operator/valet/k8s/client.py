@@ -24,6 +24,7 @@ import urllib3
 from kubernetes import client as k8s_client
 from kubernetes import config as k8s_config
 
+from valet import __version__
 from valet.k8s import errors
 
 JSON = "application/json"
@@ -43,8 +44,13 @@ class RetryPolicy:
     timeout_seconds: float = 15.0  # per request
 
 
-def load_api_client(kubeconfig: str | None = None, pool_size: int = 32) -> k8s_client.ApiClient:
-    """In-cluster credentials in a pod, else ``kubeconfig`` (or $KUBECONFIG, ~/.kube/config)."""
+def load_api_client(
+    kubeconfig: str | None = None, pool_size: int = 32, component: str = ""
+) -> k8s_client.ApiClient:
+    """In-cluster credentials in a pod, else ``kubeconfig`` (or $KUBECONFIG, ~/.kube/config).
+
+    Requests carry ``User-Agent: valet-<component>/<version>``, so audit logs (and the
+    tests' RBAC check) tell the operator, the agent and ``valet sim`` apart."""
     configuration = k8s_client.Configuration()
     try:
         if kubeconfig:
@@ -57,7 +63,13 @@ def load_api_client(kubeconfig: str | None = None, pool_size: int = 32) -> k8s_c
             config_file=kubeconfig, client_configuration=configuration
         )
     configuration.connection_pool_maxsize = pool_size
-    return k8s_client.ApiClient(configuration)
+    api_client = k8s_client.ApiClient(configuration)
+    api_client.user_agent = user_agent(component)
+    return api_client
+
+
+def user_agent(component: str = "") -> str:
+    return f"valet-{component}/{__version__}" if component else f"valet/{__version__}"
 
 
 class Api:
@@ -205,7 +217,7 @@ class Api:
                 context.verify_mode = ssl.CERT_NONE
             if cfg.cert_file:
                 context.load_cert_chain(cfg.cert_file, cfg.key_file)
-        headers = {"Accept": JSON}
+        headers = {"Accept": JSON, "User-Agent": self.api_client.user_agent}
         keys = cfg.api_key or {}
         auth = keys.get("BearerToken") or keys.get("authorization")
         if auth:

@@ -13,6 +13,7 @@ from typing import Any
 
 from kubernetes import client
 
+from valet.k8s.client import user_agent
 from valet.model import nodehealth
 
 
@@ -24,7 +25,9 @@ def core_api() -> client.CoreV1Api:
         config.load_incluster_config()  # type: ignore[no-untyped-call]  # the client is untyped
     except config.ConfigException:
         config.load_kube_config()  # type: ignore[no-untyped-call]  # the client is untyped
-    return client.CoreV1Api()
+    api_client = client.ApiClient()
+    api_client.user_agent = user_agent("agent")
+    return client.CoreV1Api(api_client)
 
 
 class NodePublisher:

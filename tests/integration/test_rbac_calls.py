@@ -1,0 +1,162 @@
+"""The chart's RBAC is what the code needs, no less and no more: run the real operator
+and the real agent against the emulator through swap, preemption, healing, leader
+election and clean-up, record every request they make, and hold it against the rules
+the chart grants (tests/chart/test_rbac.py pins those rules)."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import tempfile
+import time
+from collections.abc import Iterable
+from pathlib import Path
+
+import pytest
+import yaml
+from kubernetes import client as k8s_client
+
+from tests.chart.render import VARIANTS, render
+from tests.chart.test_rbac import Rule, rules_by_subject
+from tests.emulator.server import Request, kubeconfig, serve
+from tests.integration.harness import (
+    E2E_KUBECONFIG,
+    cluster,
+    fast_options,
+    node_names,
+    spot_pool,
+    state_of,
+    training_job,
+)
+from valet.agent.classify import Classifier
+from valet.agent.remediation import Cap, Remediator
+from valet.agent.runner import Agent
+from valet.agent.simulated import FAULTS_ANNOTATION, SimulatedBackend, SimulatedExecutor
+from valet.k8s.client import MERGE, Api, core_path, load_api_client, node_path, valet_path
+from valet.k8s.node_publisher import NodePublisher
+from valet.metrics import AgentMetrics
+from valet.model import remediation
+from valet.model.enums import Remediation
+from valet.simnodes.nodes import inject_fault
+
+pytestmark = pytest.mark.skipif(
+    bool(E2E_KUBECONFIG),
+    reason="records requests inside the emulator; a real cluster has audit logs",
+)
+GRANTED = rules_by_subject(render(VARIANTS["ha-operator"]))
+
+# Granted, but no scenario here makes the call.
+UNEXERCISED: dict[Rule, str] = {
+    ("", "nodes", "get", ""): "re-read after a conflicting node patch (409), which needs a race",
+    ("apiextensions.k8s.io", "customresourcedefinitions", "list", ""): (
+        "Kopf watches CRDs to notice new ones; the emulator serves no CRD objects"
+    ),
+    ("apiextensions.k8s.io", "customresourcedefinitions", "watch", ""): (
+        "Kopf watches CRDs to notice new ones; the emulator serves no CRD objects"
+    ),
+}
+
+
+def allowed(request: Request, rules: set[Rule]) -> Rule | None:
+    for rule in rules:
+        group, resource, verb, name = rule
+        if (group, resource, verb) == (request.group, request.resource, request.verb) and (
+            not name or name == request.name
+        ):
+            return rule
+    return None
+
+
+def check(requests: Iterable[Request], rules: set[Rule]) -> set[Rule]:
+    """Fail on any request the rules deny; return the rules the requests used."""
+    used, denied = set(), []
+    for request in requests:
+        rule = allowed(request, rules)
+        if rule is None:
+            denied.append(f"{request.verb} {request.group or 'core'}/{request.resource}")
+        else:
+            used.add(rule)
+    assert not denied, f"RBAC would deny: {sorted(set(denied))}"
+    return used
+
+
+async def test_the_operator_needs_exactly_its_rbac() -> None:
+    async with cluster(node_names(3)) as c:
+        for ns in ("train", "batch", "valet-system"):
+            await c.namespace(ns)
+        options = dataclasses.replace(
+            fast_options(), leader_election=True, lease_namespace="valet-system"
+        )
+        await c.start_operator(options)
+        await c.apply(spot_pool(spares=1, gpus_per_pod=2, notice=0, shards=40))
+        await c.apply(training_job(replicas=2, min_replicas=1))
+
+        async def running_with_spare_packed() -> bool:
+            status = (await c.job("train", "llm")).get("status") or {}
+            pool = (await c.pool("pool")).get("status") or {}
+            return status.get("phase") == "Running" and pool.get("spotGPUs") == 8
+
+        await c.until(running_with_spare_packed, what="job Running, spare packed")
+        victim = next(p["spec"]["nodeName"] for p in await c.pods("train", "valet.dev/job=llm"))
+        await c.fault(victim, gpu=0, xid=79)
+
+        async def healed() -> bool:
+            status = (await c.job("train", "llm")).get("status") or {}
+            node = await c.node(victim)
+            return status.get("swaps") == 1 and state_of(node) in ("spare", "active")
+
+        await c.until(healed, what="swap, then the node healed")
+        await c.api.call("DELETE", valet_path("trainingjobs", "train", "llm"))
+
+        async def cleaned() -> bool:
+            services = await c.items(core_path("services", "train"))
+            return not services and not await c.pods("train")
+
+        await c.until(cleaned, what="the job's pods and Service removed")
+        await c.stop_operator()
+        assert c.emulator is not None
+        requests = [
+            r for r in c.emulator.requests if r.user_agent.startswith(("valet-operator/", "kopf/"))
+        ]
+    rules = GRANTED["valet-operator"]
+    used = check(requests, rules)
+    assert rules - used <= UNEXERCISED.keys(), (
+        f"granted, never used: {rules - used - UNEXERCISED.keys()}"
+    )
+
+
+async def test_the_agent_needs_exactly_its_rbac() -> None:
+    async with serve() as (emulator, url):
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "kubeconfig"
+            path.write_text(yaml.safe_dump(kubeconfig(url)))
+            api = Api(load_api_client(str(path)))
+            await api.call("POST", node_path(), {"metadata": {"name": "n1"}})
+            k8s = load_api_client(str(path), component="agent")
+            publisher = NodePublisher(k8s_client.CoreV1Api(k8s), "n1")
+            classifier = Classifier()
+            backend = SimulatedBackend(
+                "n1", 8, lambda: publisher.current()[1].get(FAULTS_ANNOTATION)
+            )
+            remediator = Remediator(SimulatedExecutor(0.01), Cap(3, 3600), classifier.clear)
+            agent = Agent(backend, publisher, AgentMetrics("n1"), classifier, remediator)
+            await asyncio.to_thread(agent.step, time.time())
+            await inject_fault(api, "n1", 3, 79, None)
+            await asyncio.to_thread(agent.step, time.time())
+            body = {
+                "metadata": {"annotations": remediation.request(Remediation.REBOOT, 1, time.time())}
+            }
+            await api.call("PATCH", node_path("n1"), body, content_type=MERGE)
+            for _ in range(200):
+                await asyncio.to_thread(agent.step, time.time())
+                node = await api.call("GET", node_path("n1"))
+                if remediation.RESULT in node["metadata"]["annotations"]:
+                    break
+                await asyncio.sleep(0.01)
+            else:
+                raise AssertionError("the agent never answered the remediation request")
+            api.close()
+    requests = [r for r in emulator.requests if r.user_agent.startswith("valet-agent/")]
+    assert requests and all(r.name == "n1" for r in requests), "the agent touched another node"
+    rules = GRANTED["valet-agent"]
+    assert check(requests, rules) == rules
