@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.chart.render import VARIANTS, pod_templates, render
+from tests.chart.render import ROOT, VARIANTS, pod_templates, render
 
 
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
@@ -41,3 +41,14 @@ def test_the_image_is_pinned_to_the_chart_version_or_a_digest() -> None:
     assert {c["image"] for t in pinned.values() for c in t["spec"]["containers"]} == {
         f"ghcr.io/valet-dev/valet@{digest}"
     }
+
+
+def test_the_chart_runs_as_the_images_user() -> None:
+    user = next(
+        line.split()[1]
+        for line in (ROOT / "Dockerfile").read_text().splitlines()
+        if line.startswith("USER ")
+    )
+    (template,) = (t for n, t in pod_templates(render()).items() if n.startswith("Deployment"))
+    ctx = template["spec"]["securityContext"]
+    assert user == f"{ctx['runAsUser']}:{ctx['runAsGroup']}"
