@@ -24,20 +24,23 @@ from tests.emulator.store import ApiStatusError, Resource, Store
 
 @dataclasses.dataclass
 class Chaos:
-    """Fail ``rate`` of non-watch requests with 409, 429, 500 or a 504 after doing the work."""
+    """Fail ``rate`` of non-watch requests (those whose path contains ``only``) with 409,
+    429, 500 or a 504 after doing the work, chosen among ``faults``."""
 
     rate: float = 0.0
     seed: int = 0
+    faults: tuple[str, ...] = ("conflict", "throttle", "internal", "timeout-after-work")
+    only: str = ""
     injected: int = 0
 
     def __post_init__(self) -> None:
         self.rng = random.Random(self.seed)
 
-    def pick(self) -> str | None:
-        if self.rate <= 0 or self.rng.random() >= self.rate:
+    def pick(self, path: str) -> str | None:
+        if self.rate <= 0 or self.only not in path or self.rng.random() >= self.rate:
             return None
         self.injected += 1
-        return self.rng.choice(("conflict", "throttle", "internal", "timeout-after-work"))
+        return self.rng.choice(self.faults)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -133,7 +136,7 @@ class Emulator(kmock.KubernetesScaffold):  # type: ignore[misc]  # kmock is unty
                 body = json.loads(text) if text else None
             except ValueError:
                 raise ApiStatusError(400, "BadRequest", "the body is not JSON") from None
-            fault = self.chaos.pick()
+            fault = self.chaos.pick(raw.path)
             if fault in ("conflict", "throttle", "internal"):
                 raise ApiStatusError(*_FAULTS[fault])
             content_type = raw.headers.get("Content-Type", "application/json")

@@ -267,11 +267,17 @@ class Applier:
             "target": {"apiVersion": "v1", "kind": "Node", "name": node},
         }
         path = core_path("pods", namespace, name, "binding")
+        key = f"{namespace}/{name}"
         try:
             await self.api.call("POST", path, body, retry_conflicts=False)
         except errors.ConflictError:
-            return  # already bound: an earlier attempt reached the server
-        self.cache.patch_pod(f"{namespace}/{name}", node=node)
+            # Already bound: an earlier attempt reached the server (a 504 after the work).
+            # Unless the watch already told where, record it as ours, or the next pass
+            # would bind (and count the swap) again.
+            pod = self.cache.pods.get(key)
+            if pod is not None and pod.node is not None:
+                return
+        self.cache.patch_pod(key, node=node)
 
     async def _patch_status(self, kind: Kind, path: str, status: dict[str, Any]) -> None:
         try:
