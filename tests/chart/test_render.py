@@ -10,6 +10,7 @@ import kubernetes_validate
 import pytest
 
 from tests.chart.render import CHART, KUBE_VERSION, VARIANTS, of_kind, pod_templates, render
+from valet.cli import build_parser
 
 # Kinds from other projects' CRDs; kubernetes-validate has no schema for them, so they are
 # checked against the fields their operators require.
@@ -148,3 +149,17 @@ def test_network_policies_admit_only_the_metrics_port() -> None:
         (rule,) = policy["spec"]["ingress"]
         assert rule["ports"] == [{"port": "metrics", "protocol": "TCP"}]
         assert rule["from"], "an empty from would admit everyone"
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_every_command_line_the_chart_writes_is_one_valet_accepts(variant: str) -> None:
+    parser = build_parser()
+    for name, template in pod_templates(render(VARIANTS[variant])).items():
+        args = template["spec"]["containers"][0]["args"]
+        try:
+            parsed = parser.parse_args(args)
+        except SystemExit:
+            pytest.fail(f"{variant}: valet rejects the args of {name}: {args}")
+        assert (
+            parsed.command == {"Deployment": "operator", "DaemonSet": "agent"}[name.split("/")[0]]
+        )
