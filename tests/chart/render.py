@@ -16,7 +16,9 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "valet"
-KUBE_VERSION = "1.33.0"  # the Kubernetes version the manifests are validated against
+# Manifests are validated against the oldest Kubernetes the chart supports (Chart.yaml's
+# kubeVersion; ValidatingAdmissionPolicy v1 is GA there) and the newest schema we have.
+KUBE_VERSIONS = ("1.30.0", "1.37.0")
 RELEASE, NAMESPACE = "valet", "valet-system"
 
 VARIANTS: dict[str, dict[str, Any]] = {

@@ -9,7 +9,7 @@ import helm_python as helm
 import kubernetes_validate
 import pytest
 
-from tests.chart.render import CHART, KUBE_VERSION, VARIANTS, of_kind, pod_templates, render
+from tests.chart.render import CHART, KUBE_VERSIONS, VARIANTS, of_kind, pod_templates, render
 from valet.cli import build_parser
 
 # Kinds from other projects' CRDs; kubernetes-validate has no schema for them, so they are
@@ -21,8 +21,11 @@ FOREIGN: dict[str, tuple[str, ...]] = {
 }
 
 
+@pytest.mark.parametrize("kube_version", KUBE_VERSIONS)
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
-def test_every_manifest_validates_against_the_kubernetes_schema(variant: str) -> None:
+def test_every_manifest_validates_against_the_kubernetes_schema(
+    variant: str, kube_version: str
+) -> None:
     manifests = render(VARIANTS[variant])
     assert manifests
     for manifest in manifests:
@@ -32,15 +35,16 @@ def test_every_manifest_validates_against_the_kubernetes_schema(variant: str) ->
             assert all(manifest["spec"].get(key) for key in FOREIGN[manifest["kind"]]), name
             continue
         try:
-            kubernetes_validate.validate(manifest, KUBE_VERSION, strict=True)
+            kubernetes_validate.validate(manifest, kube_version, strict=True)
         except kubernetes_validate.ValidationError as err:
             path = ".".join(str(p) for p in err.path)
-            pytest.fail(f"{variant}: {name} is invalid at {path}: {err.message}")
+            pytest.fail(f"{variant}: {name} is invalid in {kube_version} at {path}: {err.message}")
 
 
+@pytest.mark.parametrize("kube_version", KUBE_VERSIONS)
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
-def test_helm_lint_is_clean(variant: str) -> None:
-    report = helm.lint(CHART, VARIANTS[variant], strict=True, kube_version=f"v{KUBE_VERSION}")
+def test_helm_lint_is_clean(variant: str, kube_version: str) -> None:
+    report = helm.lint(CHART, VARIANTS[variant], strict=True, kube_version=f"v{kube_version}")
     problems = [m for m in report["messages"] if m["severity"] >= 2]
     assert not problems and not report["errors"], report
 
