@@ -67,19 +67,19 @@ until_true 60 "GPUHealthy=True on every worker" bash -c \
 # --- smoke: the installed operator and agents heal a job -----------------------------
 k apply -f e2e/kind-smoke.yaml
 until_true 180 "TrainingJob llm Running" bash -c \
-  "[[ \$(kubectl -n train get tj llm -o jsonpath='{.status.phase}') == Running ]]"
+  "[[ \$(kubectl -n smoke-train get tj llm -o jsonpath='{.status.phase}') == Running ]]"
 until_true 120 "the spare packed with spot pods" bash -c \
   "(( \$(kubectl get sp kind -o jsonpath='{.status.spotGPUs}') > 0 ))"
-victim=$(k -n train get pods -l valet.dev/job=llm -o jsonpath='{.items[0].spec.nodeName}')
+victim=$(k -n smoke-train get pods -l valet.dev/job=llm -o jsonpath='{.items[0].spec.nodeName}')
 make install >/dev/null
 .venv/bin/valet sim --kubeconfig "$KUBECONFIG_PATH" fault "$victim" --gpu 3 --xid 79
 until_true 120 "the job swapped off $victim" bash -c \
-  "[[ \$(kubectl -n train get tj llm -o jsonpath='{.status.swaps}') -ge 1 && \$(kubectl -n train get tj llm -o jsonpath='{.status.phase}') == Running ]]"
+  "[[ \$(kubectl -n smoke-train get tj llm -o jsonpath='{.status.swaps}') -ge 1 && \$(kubectl -n smoke-train get tj llm -o jsonpath='{.status.phase}') == Running ]]"
 until_true 180 "$victim healed and back in the pool" bash -c \
   "[[ \$(kubectl get node $victim -o jsonpath='{.metadata.labels.valet\.dev/state}') =~ ^(spare|active)$ ]]"
-k -n train get tj,pods -o wide
+k -n smoke-train get tj,pods -o wide
 k get sp kind
-k delete -f e2e/kind-smoke.yaml --wait=false
+k delete -f e2e/kind-smoke.yaml --wait=true --timeout=180s
 
 # --- the CI scenarios against this cluster ------------------------------------------
 k -n valet-system scale deploy/valet-operator --replicas=0

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import yaml
 
+from tests.crds.schema import validate
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -46,3 +48,15 @@ def test_without_docker_or_kind_the_script_stops_at_once_and_says_why(tmp_path: 
     assert result.returncode == 2
     assert "missing docker kind kubectl helm" in result.stderr
     assert "make test" in result.stderr
+
+
+def test_the_kind_smoke_resources_are_valid_and_select_the_kind_workers() -> None:
+    docs = list(yaml.safe_load_all((ROOT / "e2e" / "kind-smoke.yaml").read_text()))
+    valet_docs = [d for d in docs if d["apiVersion"].startswith("valet.dev/")]
+    assert {d["kind"] for d in valet_docs} == {"SpotPool", "TrainingJob"}
+    for doc in valet_docs:
+        assert validate(doc) == [], doc["kind"]
+    pool = next(d for d in valet_docs if d["kind"] == "SpotPool")
+    assert pool["spec"]["nodeSelector"] == {"valet.dev/kind-gpu": "true"}
+    namespaces = {d["metadata"]["name"] for d in docs if d["kind"] == "Namespace"}
+    assert not namespaces & {"train", "batch"}, "the CI scenarios that follow use these"
