@@ -64,7 +64,9 @@ def render_files(values: dict[str, Any] | None = None) -> dict[str, str]:
 
 def render(values: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     manifests = []
-    for _, text in sorted(render_files(values).items()):
+    for name, text in sorted(render_files(values).items()):
+        if name.endswith("NOTES.txt"):
+            continue
         manifests.extend(doc for doc in yaml.safe_load_all(text) if doc)
     return manifests
 

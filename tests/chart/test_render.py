@@ -9,7 +9,15 @@ import helm_python as helm
 import kubernetes_validate
 import pytest
 
-from tests.chart.render import CHART, KUBE_VERSIONS, VARIANTS, of_kind, pod_templates, render
+from tests.chart.render import (
+    CHART,
+    KUBE_VERSIONS,
+    VARIANTS,
+    of_kind,
+    pod_templates,
+    render,
+    render_files,
+)
 from valet.cli import build_parser
 
 # Kinds from other projects' CRDs; kubernetes-validate has no schema for them, so they are
@@ -167,3 +175,13 @@ def test_every_command_line_the_chart_writes_is_one_valet_accepts(variant: str) 
         assert (
             parsed.command == {"Deployment": "operator", "DaemonSet": "agent"}[name.split("/")[0]]
         )
+
+
+def test_the_install_notes_say_what_runs_and_how_to_check_it() -> None:
+    notes = render_files(VARIANTS["ha-operator"])["valet/templates/NOTES.txt"]
+    assert "3 replica(s), Lease leader election" in notes
+    assert "kubectl get tj,sp -A -w" in notes
+    assert "Alerts are off" in notes
+    assert (
+        "Alerts are off" not in render_files(VARIANTS["monitoring-on"])["valet/templates/NOTES.txt"]
+    )
