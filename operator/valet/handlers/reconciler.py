@@ -77,7 +77,10 @@ class Reconciler:
             if wake_at is not None:
                 timeout = max(0.0, min(timeout, wake_at - self.clock()))
             try:
-                await asyncio.wait_for(self._poked.wait(), timeout)
+                # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a
+                # cancellation that arrives as the event is set, and stop() then hangs.
+                async with asyncio.timeout(timeout):
+                    await self._poked.wait()
                 await asyncio.sleep(self.loop.debounce_seconds)
             except TimeoutError:
                 pass

@@ -298,7 +298,8 @@ class SimNodes:
             timeout = self._timers[0][0] - now if self._timers else None
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout)
+                async with asyncio.timeout(timeout):  # not wait_for: see Reconciler.run
+                    await self._wake.wait()
 
     async def _do(self, step: Step) -> None:
         raw = self.pods.get(step.key)
