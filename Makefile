@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install simulate test lint bench bench-operator clean
+.PHONY: install simulate test lint bench bench-operator chart-crds e2e-kind clean
 
 install: $(VENV)/.installed
 
@@ -31,6 +31,14 @@ bench: install
 
 bench-operator: install
 	$(BIN)/python benchmarks/operator_heal_latency.py $(ARGS)
+
+# The chart ships a copy of crds/ (tests/chart/test_crds_drift.py fails when they differ).
+chart-crds:
+	cp crds/*.yaml charts/valet/files/crds/
+
+# Needs Docker, kind, kubectl and helm; see e2e/README.md.
+e2e-kind: install
+	e2e/kind.sh $(ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .hypothesis
