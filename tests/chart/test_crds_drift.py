@@ -12,9 +12,7 @@ from tests.chart.render import CHART, ROOT, of_kind, render
 def test_the_charts_crd_files_are_copies_of_crds() -> None:
     source = {p.name: p.read_text() for p in (ROOT / "crds").glob("*.yaml")}
     shipped = {p.name: p.read_text() for p in (CHART / "files" / "crds").glob("*.yaml")}
-    assert shipped == source, (
-        "charts/valet/files/crds drifted: cp crds/*.yaml charts/valet/files/crds/"
-    )
+    assert shipped == source, "charts/valet/files/crds drifted from crds/: run make chart-crds"
 
 
 def _without_helm_metadata(crd: dict[str, Any]) -> dict[str, Any]:
