@@ -124,6 +124,9 @@ def test_agent_gets_gpus_the_nvidia_way_and_its_node_from_the_downward_api() -> 
     assert env["NVIDIA_VISIBLE_DEVICES"]["value"] == "all"
     assert spec["runtimeClassName"] == "nvidia"
     assert "--backend=nvml" in container["args"]
+    assert not any(a.startswith("--dcgm-url") for a in container["args"])
+    dcgm = pod_templates(render(VARIANTS["one-namespace-dcgm"]))["DaemonSet/valet-agent"]
+    assert "--dcgm-url=http://$(HOST_IP):9400/metrics" in dcgm["spec"]["containers"][0]["args"]
     assert spec["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
     assert {"key": "valet.dev/spare", "operator": "Exists", "effect": "NoSchedule"} in spec[
         "tolerations"
