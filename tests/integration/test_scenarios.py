@@ -79,7 +79,10 @@ async def test_training_job_is_gang_placed_bound_and_running() -> None:
             assert env["PET_RDZV_ENDPOINT"] == "llm-0.llm.train.svc:29400"
             assert pod["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "8"
             assert pod["metadata"]["ownerReferences"][0]["kind"] == "TrainingJob"
-        service = await c.get(core_path("services", "train", "llm"))
+        # The Service is created at the end of the pass that writes the status.
+        service = await c.until(
+            lambda: c.get(core_path("services", "train", "llm")), what="Service"
+        )
         assert service["spec"]["clusterIP"] == "None"
         ready = await c.until(lambda: _ready(c, 3), what="workers ready")
         assert ready
