@@ -64,12 +64,10 @@ def load_api_client(
         )
     configuration.connection_pool_maxsize = pool_size
     api_client = k8s_client.ApiClient(configuration)
-    api_client.user_agent = user_agent(component)
+    api_client.user_agent = (
+        f"valet-{component}/{__version__}" if component else f"valet/{__version__}"
+    )
     return api_client
-
-
-def user_agent(component: str = "") -> str:
-    return f"valet-{component}/{__version__}" if component else f"valet/{__version__}"
 
 
 class Api:

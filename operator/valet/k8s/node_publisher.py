@@ -13,21 +13,13 @@ from typing import Any
 
 from kubernetes import client
 
-from valet.k8s.client import user_agent
+from valet.k8s.client import load_api_client
 from valet.model import nodehealth
 
 
 def core_api() -> client.CoreV1Api:
     """In-cluster credentials when running in a pod, else the local kubeconfig."""
-    from kubernetes import config
-
-    try:
-        config.load_incluster_config()  # type: ignore[no-untyped-call]  # the client is untyped
-    except config.ConfigException:
-        config.load_kube_config()  # type: ignore[no-untyped-call]  # the client is untyped
-    api_client = client.ApiClient()
-    api_client.user_agent = user_agent("agent")
-    return client.CoreV1Api(api_client)
+    return client.CoreV1Api(load_api_client(component="agent"))
 
 
 class NodePublisher:
