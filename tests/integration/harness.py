@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import dataclasses
 import os
+import socket
 import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
@@ -119,19 +120,7 @@ class Cluster:
     async def until(
         self, probe: Callable[[], Awaitable[T | bool | None]], timeout: float = 30, what: str = ""
     ) -> T:
-        """Await a condition over the API: poll ``probe`` until it returns something truthy."""
-        deadline = asyncio.get_running_loop().time() + timeout
-        last: Any = None
-        while True:
-            with contextlib.suppress(errors.ApiError):
-                last = await probe()
-                if last:
-                    return last  # type: ignore[return-value]
-            if asyncio.get_running_loop().time() > deadline:
-                raise AssertionError(
-                    f"timed out after {timeout}s waiting for {what or probe}: {last!r}"
-                )
-            await asyncio.sleep(0.05)
+        return await until(probe, timeout, what)
 
     # --- acting ------------------------------------------------------------------------
 
@@ -180,6 +169,31 @@ async def install_crds(api: Api) -> None:
             crd["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
             await api.call("PUT", f"{path}/{crd['metadata']['name']}", crd)
     await asyncio.sleep(2)  # the API server serves new CRDs after a moment
+
+
+async def until(
+    probe: Callable[[], Awaitable[T | bool | None]], timeout: float = 30, what: str = ""
+) -> T:
+    """Await a condition over the API: poll ``probe`` until it returns something truthy."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    last: Any = None
+    while True:
+        with contextlib.suppress(errors.ApiError):
+            last = await probe()
+            if last:
+                return last  # type: ignore[return-value]
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(
+                f"timed out after {timeout}s waiting for {what or probe}: {last!r}"
+            )
+        await asyncio.sleep(0.05)
+
+
+def free_port() -> int:
+    """A localhost port nothing listens on now (for a process the test starts)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def node_names(count: int, prefix: str = "gpu") -> list[str]:

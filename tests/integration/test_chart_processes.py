@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import sys
 import tempfile
 from pathlib import Path
@@ -18,29 +17,13 @@ import yaml
 
 from tests.chart.render import VARIANTS, pod_templates, render
 from tests.emulator.server import kubeconfig, serve
-from tests.integration.harness import spot_pool
+from tests.integration.harness import free_port, spot_pool, until
 from valet.k8s.client import Api, core_path, load_api_client, node_path, valet_path
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _args(values: dict[str, Any], workload: str) -> list[str]:
     container = pod_templates(render(values))[workload]["spec"]["containers"][0]
     return list(container["args"])
-
-
-async def _until(probe: Any, what: str, timeout: float = 30) -> Any:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while asyncio.get_running_loop().time() < deadline:
-        value = await probe()
-        if value:
-            return value
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def _condition(node: dict[str, Any], kind: str) -> str | None:
@@ -51,7 +34,7 @@ def _condition(node: dict[str, Any], kind: str) -> str | None:
 
 
 async def test_the_charts_operator_and_agent_command_lines_run_and_drain_a_faulty_node() -> None:
-    ports = {name: _free_port() for name in ("op-m", "op-h", "ag-m", "ag-h")}
+    ports = {name: free_port() for name in ("op-m", "op-h", "ag-m", "ag-h")}
     operator_args = _args(
         {**VARIANTS["ha-operator"], "operator": {
             "replicas": 2, "metricsPort": ports["op-m"], "healthPort": ports["op-h"],
@@ -108,7 +91,7 @@ async def test_the_charts_operator_and_agent_command_lines_run_and_drain_a_fault
                         labels.get("valet.dev/state") == "active"
                     )
 
-                await _until(active, "the agent's GPUHealthy=True and the node active")
+                await until(active, what="the agent's GPUHealthy=True and the node active")
                 lease = await api.call(
                     "GET",
                     "/apis/coordination.k8s.io/v1/namespaces/valet-system/leases/valet-operator",
@@ -127,7 +110,7 @@ async def test_the_charts_operator_and_agent_command_lines_run_and_drain_a_fault
                         "draining", "healing",
                     )  # fmt: skip
 
-                await _until(drained, "GPUHealthy=False and the node drained")
+                await until(drained, what="GPUHealthy=False and the node drained")
             finally:
                 for proc in procs:
                     proc.terminate()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import sys
 import tempfile
 from pathlib import Path
@@ -12,14 +11,8 @@ import aiohttp
 import yaml
 
 from tests.emulator.server import kubeconfig, serve
-from tests.integration.harness import spot_pool
+from tests.integration.harness import free_port, spot_pool
 from valet.k8s.client import Api, load_api_client, node_path, valet_path
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def test_valet_operator_process_adopts_nodes_and_serves_metrics_and_health() -> None:
@@ -34,7 +27,7 @@ async def test_valet_operator_process_adopts_nodes_and_serves_metrics_and_health
             }
             await api.call("POST", node_path(), node)
             await api.call("POST", valet_path("spotpools", None), spot_pool(shards=None))
-            metrics, health = _free_port(), _free_port()
+            metrics, health = free_port(), free_port()
             proc = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "valet", "operator", "--kubeconfig", str(path),
                 "--metrics-port", str(metrics), "--health-port", str(health),
