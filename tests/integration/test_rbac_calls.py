@@ -5,20 +5,15 @@ the chart grants (tests/chart/test_rbac.py pins those rules)."""
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
-import tempfile
-import time
 from collections.abc import Iterable
-from pathlib import Path
 
 import pytest
-import yaml
-from kubernetes import client as k8s_client
 
+from tests.agent.emulated_agent import request_remediation, step, until_answered, with_agent
 from tests.chart.render import VARIANTS, render
 from tests.chart.test_rbac import Rule, rules_by_subject
-from tests.emulator.server import Request, kubeconfig, serve
+from tests.emulator.server import Request
 from tests.integration.harness import (
     E2E_KUBECONFIG,
     cluster,
@@ -28,14 +23,9 @@ from tests.integration.harness import (
     state_of,
     training_job,
 )
-from valet.agent.classify import Classifier
-from valet.agent.remediation import Cap, Remediator
+from valet.agent.remediation import Cap
 from valet.agent.runner import Agent
-from valet.agent.simulated import FAULTS_ANNOTATION, SimulatedBackend, SimulatedExecutor
-from valet.k8s.client import MERGE, Api, core_path, load_api_client, node_path, valet_path
-from valet.k8s.node_publisher import NodePublisher
-from valet.metrics import AgentMetrics
-from valet.model import remediation
+from valet.k8s.client import Api, core_path, valet_path
 from valet.model.enums import Remediation
 from valet.simnodes.nodes import inject_fault
 
@@ -126,36 +116,14 @@ async def test_the_operator_needs_exactly_its_rbac() -> None:
 
 
 async def test_the_agent_needs_exactly_its_rbac() -> None:
-    async with serve() as (emulator, url):
-        with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / "kubeconfig"
-            path.write_text(yaml.safe_dump(kubeconfig(url)))
-            api = Api(load_api_client(str(path)))
-            await api.call("POST", node_path(), {"metadata": {"name": "n1"}})
-            k8s = load_api_client(str(path), component="agent")
-            publisher = NodePublisher(k8s_client.CoreV1Api(k8s), "n1")
-            classifier = Classifier()
-            backend = SimulatedBackend(
-                "n1", 8, lambda: publisher.current()[1].get(FAULTS_ANNOTATION)
-            )
-            remediator = Remediator(SimulatedExecutor(0.01), Cap(3, 3600), classifier.clear)
-            agent = Agent(backend, publisher, AgentMetrics("n1"), classifier, remediator)
-            await asyncio.to_thread(agent.step, time.time())
-            await inject_fault(api, "n1", 3, 79, None)
-            await asyncio.to_thread(agent.step, time.time())
-            body = {
-                "metadata": {"annotations": remediation.request(Remediation.REBOOT, 1, time.time())}
-            }
-            await api.call("PATCH", node_path("n1"), body, content_type=MERGE)
-            for _ in range(200):
-                await asyncio.to_thread(agent.step, time.time())
-                node = await api.call("GET", node_path("n1"))
-                if remediation.RESULT in node["metadata"]["annotations"]:
-                    break
-                await asyncio.sleep(0.01)
-            else:
-                raise AssertionError("the agent never answered the remediation request")
-            api.close()
+    async def scenario(api: Api, agent: Agent) -> None:
+        await step(agent)
+        await inject_fault(api, "n1", 3, 79, None)
+        await step(agent)
+        await request_remediation(api, Remediation.REBOOT, 1)
+        await until_answered(api, agent)
+
+    emulator = await with_agent(Cap(3, 3600), scenario)
     requests = [r for r in emulator.requests if r.user_agent.startswith("valet-agent/")]
     assert requests and all(r.name == "n1" for r in requests), "the agent touched another node"
     rules = GRANTED["valet-agent"]
