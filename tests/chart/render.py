@@ -7,7 +7,6 @@ the manifests as parsed objects, in template order.
 from __future__ import annotations
 
 import functools
-import json
 from pathlib import Path
 from typing import Any
 
@@ -56,10 +55,7 @@ def _chart() -> helm.Chart:
 
 
 def render_files(values: dict[str, Any] | None = None) -> dict[str, str]:
-    # A JSON round trip: the cache key must not share mutable values with callers.
-    return _chart().render(
-        json.loads(json.dumps(values or {})), name=RELEASE, namespace=NAMESPACE, is_install=True
-    )
+    return _chart().render(values or {}, name=RELEASE, namespace=NAMESPACE, is_install=True)
 
 
 def render(values: dict[str, Any] | None = None) -> list[dict[str, Any]]:

@@ -60,6 +60,7 @@ def expressions() -> list[tuple[str, str]]:
     return found
 
 
+SERIES = defined()
 EXPRESSIONS = expressions()
 
 
@@ -81,15 +82,14 @@ def test_the_chart_ships_the_alerts_the_issue_asks_for() -> None:
 
 @pytest.mark.parametrize(("where", "expr"), EXPRESSIONS, ids=[w for w, _ in EXPRESSIONS])
 def test_expression_uses_only_defined_metrics_and_labels(where: str, expr: str) -> None:
-    series = defined()
     refs = references(expr)
     assert refs.metrics, f"{where}: no metric in {expr!r}"
     assert not refs.unknown, f"{where}: unknown functions {refs.unknown}"
-    undefined = refs.metrics - series.keys()
+    undefined = refs.metrics - SERIES.keys()
     assert not undefined, f"{where}: {sorted(undefined)} not defined in valet.metrics"
     for metric, label in refs.matchers:
-        assert label in series[metric], f"{where}: {metric} has no label {label!r}"
-    all_labels = set().union(*(series[m] for m in refs.metrics))
+        assert label in SERIES[metric], f"{where}: {metric} has no label {label!r}"
+    all_labels = set().union(*(SERIES[m] for m in refs.metrics))
     assert refs.grouping <= all_labels, f"{where}: grouping by {refs.grouping - all_labels}"
 
 
@@ -97,7 +97,7 @@ def test_the_parser_catches_an_undefined_metric_and_label() -> None:
     refs = references('sum by (pool) (rate(valet_nope_total{zone="a"}[5m])) > 1')
     assert refs.metrics == {"valet_nope_total"}
     assert refs.matchers == {("valet_nope_total", "zone")} and refs.grouping == {"pool"}
-    assert "valet_nope_total" not in defined()
+    assert "valet_nope_total" not in SERIES
 
 
 def _dashboard() -> dict[str, Any]:
