@@ -143,24 +143,23 @@ async def _cleanup(memo: Any, **_: Any) -> None:
     await _operator(memo).stop()
 
 
-@kopf.on.event("", "v1", "nodes", registry=registry)
-async def _node(event: kopf.RawEvent, memo: Any, **_: Any) -> None:
-    _operator(memo).on_event(Kind.NODE, event)
+def _feeder(kind: Kind) -> Any:
+    async def feed(event: kopf.RawEvent, memo: Any, **_: Any) -> None:
+        _operator(memo).on_event(kind, event)
+
+    return feed
 
 
-@kopf.on.event("", "v1", "pods", registry=registry)
-async def _pod(event: kopf.RawEvent, memo: Any, **_: Any) -> None:
-    _operator(memo).on_event(Kind.POD, event)
-
-
-@kopf.on.event("valet.dev", "v1alpha1", "trainingjobs", registry=registry)
-async def _job(event: kopf.RawEvent, memo: Any, **_: Any) -> None:
-    _operator(memo).on_event(Kind.JOB, event)
-
-
-@kopf.on.event("valet.dev", "v1alpha1", "spotpools", registry=registry)
-async def _pool(event: kopf.RawEvent, memo: Any, **_: Any) -> None:
-    _operator(memo).on_event(Kind.POOL, event)
+# Every watch event of the four kinds feeds the cache; the reconciler does the rest.
+for _kind, (_group, _version, _plural) in {
+    Kind.NODE: ("", "v1", "nodes"),
+    Kind.POD: ("", "v1", "pods"),
+    Kind.JOB: ("valet.dev", "v1alpha1", "trainingjobs"),
+    Kind.POOL: ("valet.dev", "v1alpha1", "spotpools"),
+}.items():
+    kopf.on.event(_group, _version, _plural, id=f"feed-{_plural}", registry=registry)(
+        _feeder(_kind)
+    )
 
 
 @kopf.on.login(registry=registry)
