@@ -1,8 +1,11 @@
-"""A cluster for integration tests: the emulator (or a real cluster), simulated GPU nodes,
-and the real operator (the registry ``valet operator`` runs), all in this event loop.
+"""A cluster for integration tests: an API server, simulated GPU nodes, and the real operator
+(the registry ``valet operator`` runs), all in this event loop.
 
-With ``VALET_E2E_KUBECONFIG`` set, the same harness points at that cluster instead of
-starting the emulator.
+Every scenario runs on two backends (``Backend``): the emulator, fresh for each test, and a
+real kube-apiserver shared by the session (envtest from ``KUBEBUILDER_ASSETS``, or the
+cluster named by ``VALET_E2E_KUBECONFIG``). On the shared one a test owns its names (a
+``Scope``: namespaces, node-name prefix, pool, a node label its pool selects) and removes
+what it made, so tests pass in any order.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import asyncio
 import contextlib
 import dataclasses
 import os
+import secrets
 import socket
 import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -21,6 +25,7 @@ import kopf
 import yaml
 
 from tests.emulator.server import Chaos, Emulator, kubeconfig, serve
+from valet.envtest import ControlPlane
 from valet.handlers import operator as op_module
 from valet.handlers.operator import Operator, OperatorOptions
 from valet.handlers.reconciler import LoopConfig
@@ -38,7 +43,6 @@ from valet.policy import PolicyConfig
 from valet.simnodes.nodes import SimConfig, SimNodes, inject_fault
 
 T = TypeVar("T")
-E2E_KUBECONFIG = os.environ.get("VALET_E2E_KUBECONFIG")
 CRDS = Path(__file__).parents[2] / "crds"
 FAST_RETRY = RetryPolicy(attempts=10, initial_seconds=0.01, max_seconds=0.2, deadline_seconds=20)
 
@@ -52,7 +56,11 @@ class Cluster:
     sim: SimNodes
     emulator: Emulator | None
     kubeconfig: str
+    backend: Backend
+    scope: Scope
+    nodes: list[str]
     operator: Operator | None = None
+    namespaces_made: list[str] = dataclasses.field(default_factory=list)
     _kopf: list[asyncio.Task[Any]] = dataclasses.field(default_factory=list)
     _stop: asyncio.Event | None = None
 
@@ -104,11 +112,25 @@ class Cluster:
     async def items(self, path: str, **query: str) -> list[dict[str, Any]]:
         return (await self.api.call("GET", path, query=query or None)).get("items") or []
 
-    async def job(self, ns: str, name: str) -> dict[str, Any]:
-        return await self.get(valet_path("trainingjobs", ns, name))
+    @property
+    def train(self) -> str:
+        """The namespace of this test's TrainingJobs."""
+        return self.scope.train
 
-    async def pool(self, name: str) -> dict[str, Any]:
-        return await self.get(valet_path("spotpools", None, name))
+    @property
+    def batch(self) -> str:
+        """The namespace of this test's spot workloads."""
+        return self.scope.batch
+
+    @property
+    def pool_name(self) -> str:
+        return self.scope.pool
+
+    async def job(self, name: str = "llm", ns: str | None = None) -> dict[str, Any]:
+        return await self.get(valet_path("trainingjobs", ns or self.train, name))
+
+    async def pool(self, name: str | None = None) -> dict[str, Any]:
+        return await self.get(valet_path("spotpools", None, name or self.pool_name))
 
     async def node(self, name: str) -> dict[str, Any]:
         return await self.get(node_path(name))
@@ -143,8 +165,27 @@ class Cluster:
             )
 
     async def namespace(self, name: str) -> None:
+        """Create a namespace; on a real server, await its ``default`` ServiceAccount, without
+        which every pod is refused."""
         with contextlib.suppress(errors.AlreadyExistsError):
             await self.api.call("POST", core_path("namespaces", None), {"metadata": {"name": name}})
+            self.namespaces_made.append(name)
+        if self.backend.real:
+            await self.until(
+                lambda: self.get(core_path("serviceaccounts", name, "default")),
+                what=f"ServiceAccount {name}/default",
+            )
+
+    def spot_pool(self, **options: Any) -> dict[str, Any]:
+        """This test's SpotPool: it selects this test's nodes, runs spot work in ``batch``."""
+        return spot_pool(
+            self.pool_name, namespace=self.batch, selector=self.scope.selector, **options
+        )
+
+    def training_job(self, name: str = "llm", **options: Any) -> dict[str, Any]:
+        """A TrainingJob in this test's ``train`` namespace on this test's pool."""
+        options.setdefault("pool", self.pool_name)
+        return training_job(name, namespace=self.train, **options)
 
     async def fault(
         self, node: str, gpu: int = 0, xid: int | None = 79, signal: str | None = None
@@ -158,7 +199,7 @@ class Cluster:
 
 
 async def install_crds(api: Api) -> None:
-    """Create or update valet's CRDs from crds/ (a real cluster; the emulator knows them)."""
+    """Create or update valet's CRDs from crds/ and await them (the emulator knows them)."""
     path = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
     for file in sorted(CRDS.glob("*.yaml")):
         crd = yaml.safe_load(file.read_text())
@@ -168,7 +209,15 @@ async def install_crds(api: Api) -> None:
             current = await api.call("GET", f"{path}/{crd['metadata']['name']}")
             crd["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
             await api.call("PUT", f"{path}/{crd['metadata']['name']}", crd)
-    await asyncio.sleep(2)  # the API server serves new CRDs after a moment
+
+        async def established(name: str = crd["metadata"]["name"]) -> bool:
+            status = (await api.call("GET", f"{path}/{name}")).get("status") or {}
+            return any(
+                c["type"] == "Established" and c["status"] == "True"
+                for c in status.get("conditions") or ()
+            )
+
+        await until(established, what=f"CRD {crd['metadata']['name']} Established")
 
 
 async def until(
@@ -200,17 +249,68 @@ def node_names(count: int, prefix: str = "gpu") -> list[str]:
     return [f"{prefix}-{i:03d}" for i in range(count)]
 
 
+@dataclasses.dataclass(frozen=True)
+class Backend:
+    """Where a test's cluster runs: ``emulator`` (``kubeconfig`` is None: a fresh emulator
+    per test) or ``real`` (a shared real API server with valet's CRDs installed)."""
+
+    name: str
+    kubeconfig: str | None = None
+    plane: ControlPlane | None = None
+
+    @property
+    def real(self) -> bool:
+        return self.kubeconfig is not None
+
+
+EMULATOR = Backend("emulator")
+
+
+@dataclasses.dataclass(frozen=True)
+class Scope:
+    """The names one test owns, unique on a shared API server."""
+
+    id: str
+
+    @classmethod
+    def new(cls) -> Scope:
+        return cls(secrets.token_hex(3))
+
+    @property
+    def train(self) -> str:
+        return f"train-{self.id}"
+
+    @property
+    def batch(self) -> str:
+        return f"batch-{self.id}"
+
+    @property
+    def pool(self) -> str:
+        return f"pool-{self.id}"
+
+    @property
+    def selector(self) -> dict[str, str]:
+        return {**SIM_SELECTOR, SCOPE_LABEL: self.id}
+
+    def node_names(self, count: int) -> list[str]:
+        return node_names(count, f"gpu-{self.id}")
+
+
 @contextlib.asynccontextmanager
 async def cluster(
-    nodes: Sequence[str],
+    backend: Backend,
+    count: int,
     *,
     sim: SimConfig = FAST_SIM,
     chaos: Chaos | None = None,
 ) -> AsyncIterator[Cluster]:
+    """``count`` simulated GPU nodes on ``backend``, in a scope of their own."""
+    scope = Scope.new()
     async with contextlib.AsyncExitStack() as stack:
         emulator: Emulator | None = None
-        if E2E_KUBECONFIG:
-            path = E2E_KUBECONFIG
+        if backend.kubeconfig is not None:
+            assert chaos is None, "API errors are injected by the emulator only"
+            path = backend.kubeconfig
         else:
             emulator, url = await stack.enter_async_context(serve(chaos))
             tmp = stack.enter_context(tempfile.TemporaryDirectory())
@@ -218,11 +318,19 @@ async def cluster(
             Path(path).write_text(yaml.safe_dump(kubeconfig(url)))
         os.environ.pop("KUBERNETES_SERVICE_HOST", None)
         api = Api(load_api_client(path), retry=FAST_RETRY)
-        if E2E_KUBECONFIG:
-            await install_crds(api)
+        sim = dataclasses.replace(sim, labels={**sim.labels, SCOPE_LABEL: scope.id})
+        nodes = scope.node_names(count)
         simnodes = SimNodes(api, nodes, sim)
         sim_task = asyncio.create_task(simnodes.run())
-        c = Cluster(api=api, sim=simnodes, emulator=emulator, kubeconfig=path)
+        c = Cluster(
+            api=api,
+            sim=simnodes,
+            emulator=emulator,
+            kubeconfig=path,
+            backend=backend,
+            scope=scope,
+            nodes=nodes,
+        )
         try:
             await asyncio.wait_for(simnodes.ready.wait(), 60)
             yield c
@@ -231,7 +339,50 @@ async def cluster(
             await asyncio.wait_for(c.stop_operator(graceful=False), 30)
             sim_task.cancel()
             await asyncio.wait({sim_task}, timeout=10)
+            if backend.real:
+                await asyncio.wait_for(remove_scope(api, scope, c.namespaces_made), 60)
             api.close()
+
+
+async def remove_scope(api: Api, scope: Scope, namespaces: Sequence[str]) -> None:
+    """Delete what a test made on a shared API server: its SpotPool, its namespaces (pods
+    first, with grace 0, since no kubelet will confirm their end), its nodes, their Leases
+    and Events. Deletion is asked for, not awaited: nothing else uses these names."""
+
+    async def delete(path: str, **query: str) -> None:
+        with contextlib.suppress(errors.NotFoundError):
+            await api.call("DELETE", path, query=query or None)
+
+    await delete(valet_path("spotpools", None, scope.pool))
+    for ns in namespaces:
+        for pod in (await api.call("GET", core_path("pods", ns))).get("items") or []:
+            await delete(core_path("pods", ns, pod["metadata"]["name"]), gracePeriodSeconds="0")
+        await delete(core_path("namespaces", None, ns))
+    selector = ",".join(f"{k}={v}" for k, v in scope.selector.items())
+    nodes = await api.call("GET", node_path(), query={"labelSelector": selector})
+    for node in nodes.get("items") or []:
+        name = node["metadata"]["name"]
+        await delete(node_path(name))
+        await delete(f"/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/{name}")
+    events = await api.call("GET", core_path("events", "default"))
+    for event in events.get("items") or []:
+        if event["involvedObject"].get("name", "").startswith(f"gpu-{scope.id}-"):
+            await delete(core_path("events", "default", event["metadata"]["name"]))
+
+
+async def prepare_real_api(api: Api) -> None:
+    """Once per session on a real API server: valet's CRDs and the chart's PriorityClasses."""
+    await install_crds(api)
+    for name, value, policy in PRIORITY_CLASSES:
+        body = {
+            "apiVersion": "scheduling.k8s.io/v1",
+            "kind": "PriorityClass",
+            "metadata": {"name": name},
+            "value": value,
+            "preemptionPolicy": policy,
+        }
+        with contextlib.suppress(errors.AlreadyExistsError):
+            await api.call("POST", "/apis/scheduling.k8s.io/v1/priorityclasses", body)
 
 
 def fast_options(**policy: Any) -> OperatorOptions:
@@ -255,11 +406,18 @@ def fast_options(**policy: Any) -> OperatorOptions:
 # --- manifests ---------------------------------------------------------------------------
 
 SIM_SELECTOR = {"valet.dev/simulated": "true"}
+SCOPE_LABEL = "valet.dev/test-scope"
+PRIORITY_CLASSES = (
+    ("valet-training", 1000000, "PreemptLowerPriority"),
+    ("valet-spot", -100, "Never"),
+)
 
 
 def spot_pool(
     name: str = "pool",
     *,
+    namespace: str = "batch",
+    selector: dict[str, str] | None = None,
     spares: int = 1,
     notice: int = 1,
     gpus_per_pod: int = 2,
@@ -274,7 +432,7 @@ def spot_pool(
         template["metadata"] = {"annotations": {"valet.dev/sim-runtime-seconds": str(runtime)}}
     workload: dict[str, Any] = {
         "name": "infer",
-        "namespace": "batch",
+        "namespace": namespace,
         "gpusPerPod": gpus_per_pod,
         "template": template,
     }
@@ -285,13 +443,13 @@ def spot_pool(
         "kind": "SpotPool",
         "metadata": {"name": name},
         "spec": {
-            "nodeSelector": SIM_SELECTOR,
+            "nodeSelector": selector or SIM_SELECTOR,
             "buffer": {"count": spares},
             "preemption": {"noticeSeconds": notice},
             "lemon": {"failures": lemon_failures, "windowSeconds": 3600},
             "circuitBreaker": {"maxFailedPercent": breaker_percent, "windowSeconds": 600},
             "remediation": {"maxAttempts": max_remediations},
-            "allowedNamespaces": ["batch"],
+            "allowedNamespaces": [namespace],
             "workloads": [workload],
         },
     }
@@ -300,6 +458,7 @@ def spot_pool(
 def training_job(
     name: str = "llm",
     *,
+    namespace: str = "train",
     replicas: int = 2,
     min_replicas: int = 1,
     max_replicas: int | None = None,
@@ -324,7 +483,7 @@ def training_job(
     return {
         "apiVersion": "valet.dev/v1alpha1",
         "kind": "TrainingJob",
-        "metadata": {"name": name, "namespace": "train"},
+        "metadata": {"name": name, "namespace": namespace},
         "spec": spec,
     }
 

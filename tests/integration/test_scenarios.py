@@ -1,6 +1,5 @@
-"""End-to-end scenarios through the API: the real operator, simulated GPU nodes, the emulator.
-
-The same tests run against a real cluster when VALET_E2E_KUBECONFIG is set (see e2e/).
+"""End-to-end scenarios through the API: the real operator and simulated GPU nodes, each on
+the emulator and on a real API server (the ``backend`` fixture, see conftest.py).
 """
 
 from __future__ import annotations
@@ -13,14 +12,12 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.integration.harness import (
+    Backend,
     Cluster,
     cluster,
     fast_options,
     labels,
-    node_names,
-    spot_pool,
     state_of,
-    training_job,
 )
 from valet.k8s.client import MERGE, core_path, valet_path
 from valet.k8s.codec import PodDefaults
@@ -35,20 +32,20 @@ async def setup(
     pod_defaults: PodDefaults = PodDefaults(),
     **options: Any,
 ) -> None:
-    await c.namespace("train")
-    await c.namespace("batch")
+    await c.namespace(c.train)
+    await c.namespace(c.batch)
     await c.start_operator(dataclasses.replace(fast_options(**options), pod_defaults=pod_defaults))
     if pool is not None:
         await c.apply(pool)
 
 
 async def workers(c: Cluster, job: str = "llm") -> list[dict[str, Any]]:
-    pods = await c.pods("train", f"valet.dev/job={job}")
+    pods = await c.pods(c.train, f"valet.dev/job={job}")
     return [p for p in pods if not p["metadata"].get("deletionTimestamp")]
 
 
 async def phase_is(c: Cluster, phase: str, job: str = "llm") -> dict[str, Any] | None:
-    status = (await c.job("train", job)).get("status") or {}
+    status = (await c.job(job)).get("status") or {}
     return status if status.get("phase") == phase else None
 
 
@@ -63,25 +60,25 @@ def metric(c: Cluster, name: str, **match: str) -> float:
     return total
 
 
-async def test_training_job_is_gang_placed_bound_and_running() -> None:
-    async with cluster(node_names(3)) as c:
-        await setup(c, spot_pool(spares=0, shards=None), PRIORITIES)
-        await c.apply(training_job(replicas=3, min_replicas=3))
+async def test_training_job_is_gang_placed_bound_and_running(backend: Backend) -> None:
+    async with cluster(backend, 3) as c:
+        await setup(c, c.spot_pool(spares=0, shards=None), PRIORITIES)
+        await c.apply(c.training_job(replicas=3, min_replicas=3))
         status = await c.until(lambda: phase_is(c, "Running"), what="job Running")
         assert status["replicas"] == 3 and status["selector"] == "valet.dev/job=llm"
         pods = await workers(c)
-        assert sorted(p["spec"]["nodeName"] for p in pods) == node_names(3)
+        assert sorted(p["spec"]["nodeName"] for p in pods) == c.nodes
         for pod in pods:
             assert pod["spec"]["schedulerName"] == "valet"
             assert pod["spec"]["priorityClassName"] == "valet-training"
             env = {e["name"]: e["value"] for e in pod["spec"]["containers"][0]["env"]}
             assert env["PET_NNODES"] == "3:3" and env["PET_NPROC_PER_NODE"] == "8"
-            assert env["PET_RDZV_ENDPOINT"] == "llm-0.llm.train.svc:29400"
+            assert env["PET_RDZV_ENDPOINT"] == f"llm-0.llm.{c.train}.svc:29400"
             assert pod["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "8"
             assert pod["metadata"]["ownerReferences"][0]["kind"] == "TrainingJob"
         # The Service is created at the end of the pass that writes the status.
         service = await c.until(
-            lambda: c.get(core_path("services", "train", "llm")), what="Service"
+            lambda: c.get(core_path("services", c.train, "llm")), what="Service"
         )
         assert service["spec"]["clusterIP"] == "None"
         ready = await c.until(lambda: _ready(c, 3), what="workers ready")
@@ -89,22 +86,22 @@ async def test_training_job_is_gang_placed_bound_and_running() -> None:
 
 
 async def _ready(c: Cluster, count: int) -> bool:
-    status = (await c.job("train", "llm")).get("status") or {}
+    status = (await c.job()).get("status") or {}
     return status.get("readyReplicas") == count
 
 
-async def test_spot_pool_labels_and_taints_spares_and_packs_spot_pods() -> None:
-    async with cluster(node_names(4)) as c:
-        await setup(c, spot_pool(spares=2, gpus_per_pod=2, shards=100), PRIORITIES)
+async def test_spot_pool_labels_and_taints_spares_and_packs_spot_pods(backend: Backend) -> None:
+    async with cluster(backend, 4) as c:
+        await setup(c, c.spot_pool(spares=2, gpus_per_pod=2, shards=100), PRIORITIES)
 
         async def packed() -> dict[str, Any] | None:
-            status = (await c.pool("pool")).get("status") or {}
+            status = (await c.pool()).get("status") or {}
             return status if status.get("spotGPUs") == 32 else None
 
         status = await c.until(packed, what="all 32 GPUs packed")
         assert status["spares"] == 2 and status["sparesTarget"] == 2
         assert status["shards"][0]["running"] == 16 and status["shards"][0]["pending"] == 84
-        nodes = [await c.node(n) for n in node_names(4)]
+        nodes = [await c.node(n) for n in c.nodes]
         spares = [n for n in nodes if state_of(n) == "spare"]
         assert len(spares) == 2
         for node in spares:
@@ -113,7 +110,7 @@ async def test_spot_pool_labels_and_taints_spares_and_packs_spot_pods() -> None:
             ]["taints"]
 
         async def sixteen() -> list[dict[str, Any]] | None:  # status is written before pods
-            spot = await c.pods("batch")
+            spot = await c.pods(c.batch)
             bound = all(p["spec"].get("nodeName") for p in spot)
             return spot if len(spot) == 16 and bound else None
 
@@ -130,17 +127,17 @@ async def test_spot_pool_labels_and_taints_spares_and_packs_spot_pods() -> None:
         )
 
 
-async def test_xid79_swaps_the_worker_onto_a_spare_and_heals_the_node() -> None:
-    async with cluster(node_names(3)) as c:
-        await setup(c, spot_pool(spares=1, gpus_per_pod=2, notice=1))
-        await c.apply(training_job(replicas=2, min_replicas=1))
+async def test_xid79_swaps_the_worker_onto_a_spare_and_heals_the_node(backend: Backend) -> None:
+    async with cluster(backend, 3) as c:
+        await setup(c, c.spot_pool(spares=1, gpus_per_pod=2, notice=1))
+        await c.apply(c.training_job(replicas=2, min_replicas=1))
         await c.until(lambda: phase_is(c, "Running"), what="job Running")
 
         async def spare_packed() -> str | None:
-            for name in node_names(3):
+            for name in c.nodes:
                 node = await c.node(name)
                 if state_of(node) == "spare":
-                    spot = await c.pods("batch")
+                    spot = await c.pods(c.batch)
                     if sum(1 for p in spot if p["spec"].get("nodeName") == name) == 4:
                         return name
             return None
@@ -156,14 +153,14 @@ async def test_xid79_swaps_the_worker_onto_a_spare_and_heals_the_node() -> None:
         # The spare's spot pods are evicted with the pool's notice, not killed.
 
         async def preempted_with_notice() -> bool:  # one Event per evicted spot pod
-            events = await c.items(core_path("events", "batch"))
+            events = await c.items(core_path("events", c.batch))
             told = [e for e in events if e["reason"] == "SpotPreempted"]
             return len(told) == 4 and all("with 1s notice" in e["message"] for e in told)
 
         await c.until(preempted_with_notice, what="the spare's 4 spot pods evicted with notice")
 
         async def swapped() -> dict[str, Any] | None:
-            status = (await c.job("train", "llm")).get("status") or {}
+            status = (await c.job()).get("status") or {}
             return status if status.get("swaps") == 1 and status.get("phase") == "Running" else None
 
         status = await c.until(swapped, what="the swap")
@@ -171,11 +168,11 @@ async def test_xid79_swaps_the_worker_onto_a_spare_and_heals_the_node() -> None:
         assert heal["failedNode"] == victim_node and heal["spare"] == spare
         assert 0 < heal["seconds"] < 10
         assert sorted(p["spec"]["nodeName"] for p in await workers(c)) == sorted(
-            n for n in node_names(3) if n != victim_node
+            n for n in c.nodes if n != victim_node
         )
         assert metric(c, "valet_swaps_total", job="llm") == 1
-        assert metric(c, "valet_heal_latency_seconds_count", pool="pool") == 1
-        assert metric(c, "valet_preemptions_total", pool="pool") == 4
+        assert metric(c, "valet_heal_latency_seconds_count", pool=c.pool_name) == 1
+        assert metric(c, "valet_preemptions_total", pool=c.pool_name) == 4
 
         async def back_in_pool() -> bool:
             node = await c.node(victim_node)
@@ -194,10 +191,12 @@ async def test_xid79_swaps_the_worker_onto_a_spare_and_heals_the_node() -> None:
         await c.until(told, what="the node's Events tell the heal")
 
 
-async def test_no_spare_shrinks_the_job_and_it_regrows_when_the_node_returns() -> None:
-    async with cluster(node_names(3)) as c:
-        await setup(c, spot_pool(spares=0, shards=None))
-        await c.apply(training_job(replicas=3, min_replicas=2))
+async def test_no_spare_shrinks_the_job_and_it_regrows_when_the_node_returns(
+    backend: Backend,
+) -> None:
+    async with cluster(backend, 3) as c:
+        await setup(c, c.spot_pool(spares=0, shards=None))
+        await c.apply(c.training_job(replicas=3, min_replicas=2))
         await c.until(lambda: phase_is(c, "Running"), what="job Running")
         failed = (await workers(c))[0]["spec"]["nodeName"]
         await c.annotate_node(failed, {"valet.dev/sim-lemon": "true"})  # stays broken
@@ -212,29 +211,29 @@ async def test_no_spare_shrinks_the_job_and_it_regrows_when_the_node_returns() -
         assert len(await workers(c)) == 3
 
 
-async def test_below_min_replicas_the_job_waits() -> None:
-    async with cluster(node_names(2)) as c:
-        await setup(c, spot_pool(spares=0, shards=None))
-        await c.apply(training_job(replicas=2, min_replicas=2))
+async def test_below_min_replicas_the_job_waits(backend: Backend) -> None:
+    async with cluster(backend, 2) as c:
+        await setup(c, c.spot_pool(spares=0, shards=None))
+        await c.apply(c.training_job(replicas=2, min_replicas=2))
         await c.until(lambda: phase_is(c, "Running"), what="job Running")
-        await c.annotate_node("gpu-000", {"valet.dev/sim-lemon": "true"})
-        await c.fault("gpu-000", gpu=1, xid=79)
+        await c.annotate_node(c.nodes[0], {"valet.dev/sim-lemon": "true"})
+        await c.fault(c.nodes[0], gpu=1, xid=79)
         status = await c.until(lambda: phase_is(c, "Waiting"), what="job Waiting")
         assert status["replicas"] < 2
         conditions = {cond["type"]: cond for cond in status["conditions"]}
         assert conditions["Ready"]["status"] == "False"
 
 
-async def test_kubectl_scale_resizes_the_job_within_its_range() -> None:
-    async with cluster(node_names(4)) as c:
-        await setup(c, spot_pool(spares=0, shards=None))
-        await c.apply(training_job(replicas=2, min_replicas=1, max_replicas=4))
+async def test_kubectl_scale_resizes_the_job_within_its_range(backend: Backend) -> None:
+    async with cluster(backend, 4) as c:
+        await setup(c, c.spot_pool(spares=0, shards=None))
+        await c.apply(c.training_job(replicas=2, min_replicas=1, max_replicas=4))
         await c.until(lambda: phase_is(c, "Running"), what="job Running")
-        scale = valet_path("trainingjobs", "train", "llm", "scale")
+        scale = valet_path("trainingjobs", c.train, "llm", "scale")
         await c.api.call("PATCH", scale, {"spec": {"replicas": 4}}, content_type=MERGE)
 
         async def four() -> bool:
-            status = (await c.job("train", "llm")).get("status") or {}
+            status = (await c.job()).get("status") or {}
             return status.get("replicas") == 4 and status.get("phase") == "Running"
 
         await c.until(four, what="scaled up to 4")
@@ -247,13 +246,13 @@ async def test_kubectl_scale_resizes_the_job_within_its_range() -> None:
         await c.until(one, what="scaled down to 1")
 
 
-async def test_a_preempted_shard_is_requeued_and_completes_exactly_once() -> None:
-    async with cluster(node_names(2)) as c:
-        await setup(c, spot_pool(spares=0, gpus_per_pod=8, shards=6, runtime=1.5, notice=0))
+async def test_a_preempted_shard_is_requeued_and_completes_exactly_once(backend: Backend) -> None:
+    async with cluster(backend, 2) as c:
+        await setup(c, c.spot_pool(spares=0, gpus_per_pod=8, shards=6, runtime=1.5, notice=0))
         completions: dict[str, list[str]] = {}
 
         async def record() -> None:
-            async for event in c.api.watch(core_path("pods", "batch")):
+            async for event in c.api.watch(core_path("pods", c.batch)):
                 pod = event["object"]
                 if (pod.get("status") or {}).get("phase") == "Succeeded":
                     shard = labels(pod)["valet.dev/shard"]
@@ -265,11 +264,11 @@ async def test_a_preempted_shard_is_requeued_and_completes_exactly_once() -> Non
         try:
             await c.until(lambda: _spot_running(c, 2), what="two shards running")
             # A training job claims a node: its running shard is preempted mid-run.
-            await c.apply(training_job(replicas=1, min_replicas=1))
+            await c.apply(c.training_job(replicas=1, min_replicas=1))
             await c.until(lambda: phase_is(c, "Running"), what="job Running")
 
             async def all_done() -> dict[str, Any] | None:
-                status = (await c.pool("pool")).get("status") or {}
+                status = (await c.pool()).get("status") or {}
                 shards = status.get("shards") or [{}]
                 return status if shards[0].get("done") == "0-5" else None
 
@@ -283,14 +282,14 @@ async def test_a_preempted_shard_is_requeued_and_completes_exactly_once() -> Non
 
 
 async def _spot_running(c: Cluster, count: int) -> bool:
-    pods = await c.pods("batch")
+    pods = await c.pods(c.batch)
     return sum(1 for p in pods if (p.get("status") or {}).get("phase") == "Running") == count
 
 
-async def test_a_lemon_node_is_retired() -> None:
-    async with cluster(node_names(3)) as c:
-        await setup(c, spot_pool(spares=1, shards=None, lemon_failures=2))
-        await c.apply(training_job(replicas=1, min_replicas=1))
+async def test_a_lemon_node_is_retired(backend: Backend) -> None:
+    async with cluster(backend, 3) as c:
+        await setup(c, c.spot_pool(spares=1, shards=None, lemon_failures=2))
+        await c.apply(c.training_job(replicas=1, min_replicas=1))
         await c.until(lambda: phase_is(c, "Running"), what="job Running")
         node = (await workers(c))[0]["spec"]["nodeName"]
         await c.fault(node, gpu=2, xid=94)
@@ -320,21 +319,23 @@ async def test_a_lemon_node_is_retired() -> None:
         await c.until(lemon_event, what="LemonNode Event")
 
 
-async def test_a_mass_failure_trips_the_circuit_breaker_instead_of_draining_the_pool() -> None:
-    async with cluster(node_names(6)) as c:
-        await setup(c, spot_pool(spares=1, shards=None, breaker_percent=20))
+async def test_a_mass_failure_trips_the_circuit_breaker_instead_of_draining_the_pool(
+    backend: Backend,
+) -> None:
+    async with cluster(backend, 6) as c:
+        await setup(c, c.spot_pool(spares=1, shards=None, breaker_percent=20))
         await c.until(lambda: _all_adopted(c, 6), what="nodes adopted")
-        for name in node_names(6)[:4]:
+        for name in c.nodes[:4]:
             await c.fault(name, gpu=0, xid=79)
 
         async def tripped() -> dict[str, Any] | None:
-            status = (await c.pool("pool")).get("status") or {}
+            status = (await c.pool()).get("status") or {}
             conds = {x["type"]: x for x in status.get("conditions") or ()}
             breaker = conds.get("CircuitBreakerOpen", {})
             return status if breaker.get("status") == "True" else None
 
         await c.until(tripped, what="breaker open")
-        states = [state_of(await c.node(n)) for n in node_names(6)[:4]]
+        states = [state_of(await c.node(n)) for n in c.nodes[:4]]
         assert sum(1 for s in states if s in ("draining", "healing")) == 1, states
 
 
@@ -343,54 +344,54 @@ async def _all_adopted(c: Cluster, count: int) -> bool:
     return sum(1 for n in nodes if state_of(n)) == count
 
 
-async def test_a_silent_agent_makes_the_node_unknown_not_drained() -> None:
-    async with cluster(node_names(2)) as c:
-        await setup(c, spot_pool(spares=0, shards=None), staleness_seconds=2.0)
-        await c.apply(training_job(replicas=2, min_replicas=2))
+async def test_a_silent_agent_makes_the_node_unknown_not_drained(backend: Backend) -> None:
+    async with cluster(backend, 2) as c:
+        await setup(c, c.spot_pool(spares=0, shards=None), staleness_seconds=2.0)
+        await c.apply(c.training_job(replicas=2, min_replicas=2))
         await c.until(lambda: phase_is(c, "Running"), what="job Running")
-        c.sim.silence("gpu-001")
+        c.sim.silence(c.nodes[1])
 
         async def unknown() -> dict[str, Any] | None:
-            status = (await c.pool("pool")).get("status") or {}
+            status = (await c.pool()).get("status") or {}
             return status if status.get("nodes", {}).get("unknown") == 1 else None
 
         await c.until(unknown, what="node unknown")
-        assert state_of(await c.node("gpu-001")) == "active"
+        assert state_of(await c.node(c.nodes[1])) == "active"
         assert len(await workers(c)) == 2
-        assert (await c.job("train", "llm"))["status"]["phase"] == "Running"
+        assert (await c.job())["status"]["phase"] == "Running"
 
 
-async def test_deleting_a_training_job_cleans_up_its_pods_and_service() -> None:
-    async with cluster(node_names(2)) as c:
-        await setup(c, spot_pool(spares=0, shards=None))
-        await c.apply(training_job(replicas=2, min_replicas=2))
+async def test_deleting_a_training_job_cleans_up_its_pods_and_service(backend: Backend) -> None:
+    async with cluster(backend, 2) as c:
+        await setup(c, c.spot_pool(spares=0, shards=None))
+        await c.apply(c.training_job(replicas=2, min_replicas=2))
         await c.until(lambda: phase_is(c, "Running"), what="job Running")
-        await c.until(lambda: c.get(core_path("services", "train", "llm")), what="Service")
-        await c.api.call("DELETE", valet_path("trainingjobs", "train", "llm"))
+        await c.until(lambda: c.get(core_path("services", c.train, "llm")), what="Service")
+        await c.api.call("DELETE", valet_path("trainingjobs", c.train, "llm"))
 
         async def gone() -> bool:
-            pods = await c.pods("train")
-            services = await c.items(core_path("services", "train"))
+            pods = await c.pods(c.train)
+            services = await c.items(core_path("services", c.train))
             return not pods and not services
 
         await c.until(gone, what="pods and Service removed")
 
 
-async def test_a_failed_worker_is_restarted() -> None:
-    async with cluster(node_names(2)) as c:
-        await setup(c, spot_pool(spares=0, shards=None))
-        await c.apply(training_job(replicas=2, min_replicas=2))
+async def test_a_failed_worker_is_restarted(backend: Backend) -> None:
+    async with cluster(backend, 2) as c:
+        await setup(c, c.spot_pool(spares=0, shards=None))
+        await c.apply(c.training_job(replicas=2, min_replicas=2))
         await c.until(lambda: phase_is(c, "Running"), what="job Running")
         first = (await workers(c))[0]["metadata"]["name"]
         await c.api.call(
             "PATCH",
-            core_path("pods", "train", first),
+            core_path("pods", c.train, first),
             {"metadata": {"annotations": {FAIL_ANNOTATION: "true"}}},
             content_type=MERGE,
         )
 
         async def restarted() -> dict[str, Any] | None:
-            status = (await c.job("train", "llm")).get("status") or {}
+            status = (await c.job()).get("status") or {}
             names = [p["metadata"]["name"] for p in await workers(c)]
             ok = status.get("restarts") == 1 and first not in names and len(names) == 2
             return status if ok and status.get("phase") == "Running" else None
@@ -398,21 +399,23 @@ async def test_a_failed_worker_is_restarted() -> None:
         await c.until(restarted, what="worker restarted")
 
 
-async def test_an_invalid_spec_edit_is_reported_and_the_last_valid_spec_keeps_running() -> None:
-    async with cluster(node_names(2)) as c:
-        await setup(c, spot_pool(spares=0, shards=None))
-        await c.apply(training_job(replicas=2, min_replicas=1))
+async def test_an_invalid_spec_edit_is_reported_and_the_last_valid_spec_keeps_running(
+    backend: Backend,
+) -> None:
+    async with cluster(backend, 2) as c:
+        await setup(c, c.spot_pool(spares=0, shards=None))
+        await c.apply(c.training_job(replicas=2, min_replicas=1))
         await c.until(lambda: phase_is(c, "Running"), what="job Running")
         # The emulator has no CEL, so the operator's own parsing is what rejects this.
         await c.api.call(
             "PATCH",
-            valet_path("trainingjobs", "train", "llm"),
+            valet_path("trainingjobs", c.train, "llm"),
             {"spec": {"minReplicas": 5}},
             content_type=MERGE,
         )
 
         async def reported() -> dict[str, Any] | None:
-            status = (await c.job("train", "llm")).get("status") or {}
+            status = (await c.job()).get("status") or {}
             conds = {x["type"]: x for x in status.get("conditions") or ()}
             valid = conds.get("SpecValid")
             return valid if valid and valid["status"] == "False" else None
@@ -422,7 +425,7 @@ async def test_an_invalid_spec_edit_is_reported_and_the_last_valid_spec_keeps_ru
         assert len(await workers(c)) == 2
 
         async def invalid_event() -> bool:
-            events = await c.items(core_path("events", "train"))
+            events = await c.items(core_path("events", c.train))
             return any(e["reason"] == "InvalidSpec" for e in events)
 
         await c.until(invalid_event, what="InvalidSpec Event")
