@@ -1,6 +1,11 @@
 """The agent's ValidatingAdmissionPolicy, evaluated with a CEL interpreter on the
 admission requests the API server would send: the agent may update only its own Node,
-and only that Node's annotations and status."""
+and only that Node's annotations and status.
+
+The requests are shaped as the real server's are: an empty field is left out, not set to
+``""`` or ``{}`` (no ``subResource`` on a patch of the Node itself, no ``extra`` on a token
+without claims), so an expression that reads one without ``has()`` fails here as it does
+there. tests/chart/test_real_api.py sends the same cases to a real API server."""
 
 from __future__ import annotations
 
@@ -28,19 +33,36 @@ def _policy() -> dict[str, Any]:
     return policy["spec"]  # type: ignore[no-any-return]
 
 
+class _RuntimeError(Exception):
+    """An expression failed at run time; with failurePolicy Fail the server denies with it."""
+
+
 def _eval(expr: str, activation: dict[str, Any]) -> Any:
-    return _ENV.program(_ENV.compile(expr)).evaluate(activation)
+    try:
+        result = _ENV.program(_ENV.compile(expr)).evaluate(activation)
+    except celpy.CELEvalError as err:
+        raise _RuntimeError(f"expression {expr!r} resulted in error: {err}") from err
+    if isinstance(result, celpy.CELEvalError):
+        raise _RuntimeError(f"expression {expr!r} resulted in error: {result}")
+    return result
 
 
 def admit(user: str, token_node: str | None, target: str, change: str) -> str | None:
     """None if admitted, else the message the API server would return."""
+    try:
+        return _admit(user, token_node, target, change)
+    except _RuntimeError as err:
+        return str(err)
+
+
+def _admit(user: str, token_node: str | None, target: str, change: str) -> str | None:
     old = {
         "metadata": {"name": target, "labels": {"valet.dev/state": "spare"}, "annotations": {}},
         "spec": {"taints": []},
         "status": {"conditions": []},
     }
     new = copy.deepcopy(old)
-    subresource = ""
+    subresource = None
     if change == "annotation":
         new["metadata"]["annotations"]["valet.dev/gpu-health"] = "{}"
     elif change == "condition":
@@ -48,15 +70,17 @@ def admit(user: str, token_node: str | None, target: str, change: str) -> str | 
         subresource = "status"
     elif change == "label":
         new["metadata"]["labels"]["valet.dev/state"] = "active"
+    elif change == "label via status":  # nodes/status keeps metadata changes (not spec ones)
+        new["metadata"]["labels"]["valet.dev/state"] = "active"
+        subresource = "status"
     elif change == "cordon":
         new["spec"]["unschedulable"] = True
-    extra = {NODE_CLAIM: [token_node]} if token_node else {}
-    request = {
-        "userInfo": {"username": user, "extra": extra},
-        "name": target,
-        "subResource": subresource,
-        "operation": "UPDATE",
-    }
+    user_info: dict[str, Any] = {"username": user}
+    if token_node:
+        user_info["extra"] = {NODE_CLAIM: [token_node]}
+    request: dict[str, Any] = {"userInfo": user_info, "name": target, "operation": "UPDATE"}
+    if subresource:
+        request["subResource"] = subresource
     spec = _policy()
     activation: dict[str, Any] = {
         "request": celpy.json_to_cel(request),
@@ -102,6 +126,14 @@ def admit(user: str, token_node: str | None, target: str, change: str) -> str | 
         ),
         pytest.param(AGENT, "gpu-1", "gpu-1", "label", "not its labels or spec", id="own labels"),
         pytest.param(AGENT, "gpu-1", "gpu-1", "cordon", "not its labels or spec", id="cordon"),
+        pytest.param(
+            AGENT,
+            "gpu-1",
+            "gpu-1",
+            "label via status",
+            "not its labels or spec",
+            id="own labels through nodes/status",
+        ),
         pytest.param(
             "system:serviceaccount:valet-system:valet-operator",
             None,
