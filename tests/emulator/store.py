@@ -46,6 +46,7 @@ CORE = (
     Resource("", "v1", "events", "Event", True),
     Resource("", "v1", "configmaps", "ConfigMap", True),
     Resource("coordination.k8s.io", "v1", "leases", "Lease", True),
+    Resource("scheduling.k8s.io", "v1", "priorityclasses", "PriorityClass", False),
     Resource("events.k8s.io", "v1", "events", "Event", True),
 )
 VALET = (
@@ -282,10 +283,24 @@ class Store:
         if "status" in res.subresources and res.group:
             obj.pop("status", None)  # the status subresource ignores status on create
         if res.plural == "pods":
+            self._admit_priority(md["name"], obj.get("spec") or {})
             obj["status"] = {"phase": "Pending", "qosClass": "BestEffort"}
         self.objects[key] = obj
         self._record("ADDED", res, obj)
         return copy.deepcopy(obj)
+
+    def _admit_priority(self, name: str, spec: dict[str, Any]) -> None:
+        """The ``Priority`` admission plugin: a pod's PriorityClass must exist."""
+        wanted = spec.get("priorityClassName")
+        if not wanted or wanted in ("system-node-critical", "system-cluster-critical"):
+            return
+        classes = self.resource("scheduling.k8s.io", "v1", "priorityclasses")
+        if self._key(classes, None, wanted) not in self.objects:
+            raise ApiStatusError(
+                403,
+                "Forbidden",
+                f'pods "{name}" is forbidden: no PriorityClass with name {wanted} was found',
+            )
 
     def _write(
         self,

@@ -320,6 +320,8 @@ async def cluster(
         api = Api(load_api_client(path), retry=FAST_RETRY)
         sim = dataclasses.replace(sim, labels={**sim.labels, SCOPE_LABEL: scope.id})
         nodes = scope.node_names(count)
+        if emulator is not None:
+            await create_priority_classes(api)
         simnodes = SimNodes(api, nodes, sim)
         sim_task = asyncio.create_task(simnodes.run())
         c = Cluster(
@@ -373,7 +375,12 @@ async def remove_scope(api: Api, scope: Scope, namespaces: Sequence[str]) -> Non
 async def prepare_real_api(api: Api) -> None:
     """Once per session on a real API server: valet's CRDs and the chart's PriorityClasses."""
     await install_crds(api)
-    for name, value, policy in PRIORITY_CLASSES:
+    await create_priority_classes(api)
+
+
+async def create_priority_classes(api: Api, classes: Sequence[tuple[str, int, str]] = ()) -> None:
+    """The chart's PriorityClasses (or ``classes``: name, value, preemption policy)."""
+    for name, value, policy in classes or PRIORITY_CLASSES:
         body = {
             "apiVersion": "scheduling.k8s.io/v1",
             "kind": "PriorityClass",
@@ -398,7 +405,10 @@ def fast_options(**policy: Any) -> OperatorOptions:
     return OperatorOptions(
         policy=PolicyConfig(**defaults),
         loop=LoopConfig(
-            debounce_seconds=0.02, resync_seconds=1.0, relist_seconds=5.0, first_relist_seconds=1.0
+            debounce_seconds=0.02,
+            resync_seconds=1.0,
+            relist_seconds=5.0,
+            first_relist_seconds=1.0,
         ),
     )
 

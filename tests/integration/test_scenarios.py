@@ -8,13 +8,16 @@ import asyncio
 import dataclasses
 from typing import Any
 
+import pytest
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.integration.harness import (
+    EMULATOR,
     Backend,
     Cluster,
     cluster,
+    create_priority_classes,
     fast_options,
     labels,
     state_of,
@@ -30,11 +33,16 @@ async def setup(
     c: Cluster,
     pool: dict[str, Any] | None = None,
     pod_defaults: PodDefaults = PodDefaults(),
+    retry_rejected_seconds: float | None = None,
     **options: Any,
 ) -> None:
     await c.namespace(c.train)
     await c.namespace(c.batch)
-    await c.start_operator(dataclasses.replace(fast_options(**options), pod_defaults=pod_defaults))
+    opts = dataclasses.replace(fast_options(**options), pod_defaults=pod_defaults)
+    if retry_rejected_seconds is not None:
+        loop = dataclasses.replace(opts.loop, retry_rejected_seconds=retry_rejected_seconds)
+        opts = dataclasses.replace(opts, loop=loop)
+    await c.start_operator(opts)
     if pool is not None:
         await c.apply(pool)
 
@@ -399,33 +407,103 @@ async def test_a_failed_worker_is_restarted(backend: Backend) -> None:
         await c.until(restarted, what="worker restarted")
 
 
-async def test_an_invalid_spec_edit_is_reported_and_the_last_valid_spec_keeps_running(
-    backend: Backend,
-) -> None:
-    async with cluster(backend, 2) as c:
+@pytest.mark.emulator_only  # a real API server's CEL refuses this edit (tests/crds)
+async def test_an_invalid_spec_edit_is_reported_and_the_last_valid_spec_keeps_running() -> None:
+    """Defence in depth, for a CRD older than the operator: the operator's own parser."""
+    async with cluster(EMULATOR, 2) as c:
         await setup(c, c.spot_pool(spares=0, shards=None))
         await c.apply(c.training_job(replicas=2, min_replicas=1))
         await c.until(lambda: phase_is(c, "Running"), what="job Running")
-        # The emulator has no CEL, so the operator's own parsing is what rejects this.
         await c.api.call(
             "PATCH",
             valet_path("trainingjobs", c.train, "llm"),
             {"spec": {"minReplicas": 5}},
             content_type=MERGE,
         )
-
-        async def reported() -> dict[str, Any] | None:
-            status = (await c.job()).get("status") or {}
-            conds = {x["type"]: x for x in status.get("conditions") or ()}
-            valid = conds.get("SpecValid")
-            return valid if valid and valid["status"] == "False" else None
-
-        cond = await c.until(reported, what="SpecValid False")
+        cond = await c.until(lambda: spec_valid(c, False), what="SpecValid False")
+        assert cond["reason"] == "InvalidSpec"
         assert "minReplicas" in cond["message"] and "keeps running" in cond["message"]
         assert len(await workers(c)) == 2
+        await c.until(lambda: event(c, c.train, "InvalidSpec"), what="InvalidSpec Event")
 
-        async def invalid_event() -> bool:
-            events = await c.items(core_path("events", c.train))
-            return any(e["reason"] == "InvalidSpec" for e in events)
 
-        await c.until(invalid_event, what="InvalidSpec Event")
+async def spec_valid(c: Cluster, valid: bool, job: str = "llm") -> dict[str, Any] | None:
+    status = (await c.job(job)).get("status") or {}
+    cond = {x["type"]: x for x in status.get("conditions") or ()}.get("SpecValid")
+    return cond if cond and cond["status"] == str(valid) else None
+
+
+async def event(c: Cluster, namespace: str, reason: str) -> list[dict[str, Any]]:
+    events = await c.items(core_path("events", namespace))
+    return [e for e in events if e["reason"] == reason]
+
+
+async def test_an_edit_whose_pods_the_api_server_refuses_is_reported_once_and_workers_stay(
+    backend: Backend,
+) -> None:
+    """The schema takes any pod template; admission refuses a PriorityClass that does not
+    exist. Valet says so on the job, tries again only when the spec changes (or once per
+    retry period), and the running workers are left alone."""
+    async with cluster(backend, 3) as c:
+        await setup(c, c.spot_pool(spares=0, shards=None))
+        job = c.training_job(replicas=2, min_replicas=1, max_replicas=3)
+        await c.apply(job)
+        await c.until(lambda: phase_is(c, "Running"), what="job Running")
+        running = sorted(p["metadata"]["name"] for p in await workers(c))
+        template = job["spec"]["template"]
+        template["spec"]["priorityClassName"] = "no-such-class"
+        path = valet_path("trainingjobs", c.train, "llm")
+        spec = {"spec": {"replicas": 3, "template": template}}
+        await c.api.call("PATCH", path, spec, content_type=MERGE)
+        cond = await c.until(lambda: spec_valid(c, False), what="SpecValid False")
+        assert cond["reason"] == "PodsRejected"
+        assert "no PriorityClass with name no-such-class" in cond["message"], cond
+        assert sorted(p["metadata"]["name"] for p in await workers(c)) == running
+        await c.until(lambda: event(c, c.train, "PodsRejected"), what="PodsRejected Event")
+        # Held, not retried every pass: passes go on, the refusals do not.
+        assert c.operator is not None
+        refused = metric(c, "valet_action_errors_total", action="CreatePod")
+        passes = c.operator.reconciler.passes
+        await c.until(lambda: _passes_since(c, passes, 3), what="three more passes", timeout=10)
+        assert metric(c, "valet_action_errors_total", action="CreatePod") == refused
+        assert len(await event(c, c.train, "PodsRejected")) == 1
+        # Fixed: the third worker is created and the condition clears.
+        fixed = {"spec": {"template": {"spec": {"priorityClassName": None}}}}
+        await c.api.call("PATCH", path, fixed, content_type=MERGE)
+        await c.until(lambda: spec_valid(c, True), what="SpecValid True")
+        await c.until(lambda: _count(c, 3), what="the third worker")
+
+
+async def _passes_since(c: Cluster, passes: int, more: int) -> bool:
+    assert c.operator is not None
+    return c.operator.reconciler.passes >= passes + more
+
+
+async def _count(c: Cluster, n: int) -> bool:
+    return len(await workers(c)) == n
+
+
+async def test_a_missing_priority_class_is_reported_not_retried_every_pass(
+    backend: Backend,
+) -> None:
+    """``valet operator --worker-priority-class X`` on a cluster without X (no chart): the
+    job says why it has no workers; creating X lets it run without a restart."""
+    async with cluster(backend, 2) as c:
+        missing = f"valet-training-{c.scope.id}"
+        await setup(
+            c,
+            c.spot_pool(spares=0, shards=None),
+            PodDefaults(worker_priority_class=missing),
+            retry_rejected_seconds=1.0,
+        )
+        await c.apply(c.training_job(replicas=2, min_replicas=2))
+        cond = await c.until(lambda: spec_valid(c, False), what="SpecValid False")
+        assert f"no PriorityClass with name {missing}" in cond["message"], cond
+        assert not await workers(c)
+        try:
+            await create_priority_classes(c.api, [(missing, 1000, "PreemptLowerPriority")])
+            await c.until(lambda: phase_is(c, "Running"), what="job Running once X exists")
+            await c.until(lambda: spec_valid(c, True), what="SpecValid True")
+        finally:
+            if c.backend.real:
+                await c.api.call("DELETE", f"/apis/scheduling.k8s.io/v1/priorityclasses/{missing}")

@@ -40,3 +40,20 @@ def test_relist_forgets_what_the_listing_lacks_but_keeps_what_is_newer() -> None
     cache.observe(Kind.POD, pod("kept", 4, "n3"))
     assert cache.replace(Kind.POD, [pod("kept", 4, "n3")], "10") is True
     assert sorted(cache.pods) == ["ns/fresh", "ns/kept"]
+
+
+def _job(rv: int, image: str) -> dict[str, Any]:
+    return {
+        "metadata": {"name": "llm", "namespace": "ns", "resourceVersion": str(rv)},
+        "spec": {
+            "replicas": 1,
+            "template": {"spec": {"containers": [{"name": "trainer", "image": image}]}},
+        },
+    }
+
+
+def test_a_template_only_edit_is_kept_for_the_next_pod_without_waking_policy() -> None:
+    cache = Cache()
+    cache.observe(Kind.JOB, _job(1, "train:1"))
+    assert cache.observe(Kind.JOB, _job(2, "train:2")) is False  # nothing policy reads
+    assert cache.jobs["ns/llm"].spec.template["spec"]["containers"][0]["image"] == "train:2"

@@ -16,7 +16,7 @@ from collections.abc import Callable
 import structlog
 
 from valet.k8s import errors
-from valet.k8s.apply import Applier
+from valet.k8s.apply import Applier, Rejection
 from valet.k8s.cache import Cache, Invalid, Kind
 from valet.k8s.client import MERGE, valet_path
 from valet.metrics import OperatorMetrics
@@ -37,6 +37,9 @@ class LoopConfig:
     relist_seconds: float = 300.0  # list everything again, for deletions a watch missed
     first_relist_seconds: float = 5.0  # soon after start: Kopf's watch began after our list
     error_backoff_seconds: float = 1.0
+    # An owner whose pods the API server refused is tried again after this long (or at once
+    # when its spec changes): one refusal a minute, not one a pass.
+    retry_rejected_seconds: float = 60.0
 
 
 DEFAULT_POLICY, DEFAULT_LOOP = PolicyConfig(), LoopConfig()
@@ -63,7 +66,9 @@ class Reconciler:
         self.last_plan = Plan()
         self._services: set[str] = set()
         self._reported_invalid: dict[tuple[Kind, str], str] = {}
+        self._reported_rejected: dict[tuple[Kind, str], Rejection] = {}
         applier.on_error = self._count_error
+        applier.retry_rejected_seconds = loop.retry_rejected_seconds
 
     def poke(self) -> None:
         self._poked.set()
@@ -186,6 +191,16 @@ class Reconciler:
             if ident not in self.cache.invalid:
                 del self._reported_invalid[ident]
                 await self._best_effort(self._report_valid(*ident))
+        rejected = self.applier.rejected
+        for ident, rejection in list(rejected.items()):
+            reported = self._reported_rejected.get(ident)
+            if reported is None or reported.message != rejection.message:
+                self._reported_rejected[ident] = rejection
+                await self._best_effort(self._report_rejected(rejection))
+        for ident in list(self._reported_rejected):
+            if ident not in rejected:
+                del self._reported_rejected[ident]
+                await self._best_effort(self._report_valid(*ident))
 
     async def _best_effort(self, coro: object) -> None:
         try:
@@ -219,6 +234,25 @@ class Reconciler:
         await self._set_spec_condition(inv.kind, key, cond)
         await self.applier.event(
             inv.kind.value, inv.namespace, inv.name, EventType.WARNING, "InvalidSpec", message
+        )
+
+    async def _report_rejected(self, rejection: Rejection) -> None:
+        """Once per refusal: ``SpecValid`` False (PodsRejected) and a Warning Event."""
+        namespace, _, name = rejection.key.rpartition("/")
+        message = (
+            f"the API server refused its pods: {rejection.message}; valet tries again when"
+            f" the spec changes, or every {self.loop.retry_rejected_seconds:g}s"
+        )
+        log.warning("pods rejected", kind=rejection.kind.value, name=rejection.key)
+        cond = Condition(SPEC_VALID, False, "PodsRejected", message, self.clock())
+        await self._set_spec_condition(rejection.kind, rejection.key, cond)
+        await self.applier.event(
+            rejection.kind.value,
+            namespace or None,
+            name,
+            EventType.WARNING,
+            "PodsRejected",
+            message,
         )
 
     async def _report_valid(self, kind: Kind, key: str) -> None:

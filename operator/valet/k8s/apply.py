@@ -8,6 +8,12 @@ actions on different objects run concurrently and actions on one object in order
 Idempotence: creating what exists, deleting or evicting what is gone, and binding what
 is bound are successes. Transient errors were already retried by ``Api``; a permanent
 one is logged, counted, and reported as a Warning Event on the object.
+
+Pods the API server refuses for good (403 from admission, e.g. a PriorityClass that does
+not exist; 422, e.g. an invalid container in the template) put their owner on hold
+(``rejected``): its pods are not tried again until its spec changes or
+``retry_rejected_seconds`` pass, so a bad template costs one refusal a period, not one
+a pass. The reconciler reports the hold on the owner's ``SpecValid`` condition.
 """
 
 from __future__ import annotations
@@ -54,7 +60,19 @@ COMPONENT = "valet-operator"
 @dataclasses.dataclass
 class ApplyResult:
     applied: int = 0
+    held: int = 0  # pod creations not tried: their owner's pods were refused (``Rejection``)
     failed: list[tuple[Action, errors.ApiError]] = dataclasses.field(default_factory=list)
+
+
+@dataclasses.dataclass(frozen=True)
+class Rejection:
+    """The API server refused an owner's pod for good; its pods wait for a spec change."""
+
+    kind: Kind  # JOB or POOL
+    key: str  # "namespace/name" of a TrainingJob, the name of a SpotPool
+    generation: int  # the owner's metadata.generation when refused
+    message: str
+    at: float
 
 
 def _stage(action: Action) -> str:
@@ -91,6 +109,8 @@ class Applier:
         self._limit = asyncio.Semaphore(concurrency)
         self._seq = itertools.count()
         self.on_error = on_error
+        self.rejected: dict[tuple[Kind, str], Rejection] = {}
+        self.retry_rejected_seconds = 60.0
 
     async def apply(self, plan: Plan) -> ApplyResult:
         result = ApplyResult()
@@ -102,6 +122,9 @@ class Applier:
         return result
 
     async def _chain(self, actions: list[Action], result: ApplyResult) -> None:
+        if isinstance(actions[0], CreatePod) and self._held(actions[0]):
+            result.held += 1
+            return
         async with self._limit:
             for action in actions:
                 try:
@@ -253,11 +276,30 @@ class Applier:
             if pool is None:
                 return
             manifest = codec.spot_manifest(pool, a, self.pod_defaults)
+        owner = _owner(a)
         try:
             raw = await self.api.call("POST", core_path("pods", a.namespace), manifest)
         except errors.AlreadyExistsError:
             return  # an earlier pass (or a retried request) created it
+        except (errors.ForbiddenError, errors.InvalidError) as err:
+            self.rejected[owner] = Rejection(
+                *owner, self._generation(*owner), err.message, self.clock()
+            )
+            raise
+        self.rejected.pop(owner, None)
         self.cache.observe(Kind.POD, raw)
+
+    def _generation(self, kind: Kind, key: str) -> int:
+        return int(codec.meta(self.cache.raw[kind].get(key) or {}).get("generation") or 0)
+
+    def _held(self, a: CreatePod) -> bool:
+        """Whether ``a``'s owner is on hold: refused, unchanged since, and not yet due."""
+        rejection = self.rejected.get(_owner(a))
+        return (
+            rejection is not None
+            and self._generation(rejection.kind, rejection.key) == rejection.generation
+            and self.clock() - rejection.at < self.retry_rejected_seconds
+        )
 
     async def _bind(self, namespace: str, name: str, node: str) -> None:
         body = {
@@ -352,6 +394,10 @@ def _uid(cache: Cache, kind: str, namespace: str | None, name: str) -> str:
         return pool.uid if pool else ""
     raw = cache.raw.get(Kind(kind), {}).get(key) if kind in ("Node", "Pod") else None
     return str(codec.meta(raw).get("uid") or "") if raw else ""
+
+
+def _owner(a: CreatePod) -> tuple[Kind, str]:
+    return (Kind.JOB if a.kind is PodKind.WORKER else Kind.POOL), a.owner
 
 
 def _involved(action: Action) -> tuple[str, str | None, str]:

@@ -200,10 +200,11 @@ class Cache:
             )
             return False
         self.invalid.pop((kind, key), None)
-        if store.get(key) == obj:
-            return False
+        # Stored even when equal: equality leaves out what policy does not read (the pod
+        # template), and the next pod must be built from the latest one.
+        changed = store.get(key) != obj
         store[key] = obj
-        return True
+        return changed
 
     def patch_pod(self, key: str, **changes: Any) -> None:
         """What a write did to a pod before its watch event arrives (bind, eviction)."""

@@ -6,6 +6,7 @@
     ├── TransientError            worth retrying: 409 Conflict, 429, 5xx, timeouts, resets
     │   └── ConflictError         409 with reason Conflict (a stale write)
     └── PermanentError            retrying cannot help: 400, 401, 403, 404, 405, 422, ...
+        ├── ForbiddenError        403 (RBAC, or admission: e.g. a missing PriorityClass)
         ├── NotFoundError         404 (the object or its namespace is gone)
         ├── AlreadyExistsError    409 with reason AlreadyExists (a create that already happened)
         └── InvalidError          422 (the API server rejected the object)
@@ -39,6 +40,10 @@ class PermanentError(ApiError):
     pass
 
 
+class ForbiddenError(PermanentError):
+    pass
+
+
 class NotFoundError(PermanentError):
     pass
 
@@ -61,7 +66,9 @@ def from_response(status: int, data: bytes, method: str, path: str) -> ApiError:
     except ValueError:
         message = data[:200].decode(errors="replace")
     cls: type[ApiError]
-    if status == 404:
+    if status == 403:
+        cls = ForbiddenError
+    elif status == 404:
         cls = NotFoundError
     elif status == 409:
         cls = AlreadyExistsError if reason == "AlreadyExists" else ConflictError
