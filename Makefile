@@ -1,10 +1,14 @@
 # Two commands: `make simulate` installs everything and runs the fleet simulator;
-# `make test` runs lint, types, import contracts and the whole test suite.
+# `make test` runs lint, types, import contracts and the whole test suite (with the
+# real-API tier whenever KUBEBUILDER_ASSETS names envtest binaries: `make envtest`).
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+# Real Kubernetes control-plane binaries (envtest layout), bundled beside the checkout.
+ENVTEST_ARCHIVE ?= ../shared/envtest/kubernetes-v1.36.2-linux-amd64.tar.xz
+ENVTEST_DIR := .cache/envtest
 
-.PHONY: install simulate test lint bench bench-operator chart-crds e2e-kind clean
+.PHONY: install simulate test lint bench bench-operator chart-crds e2e-kind envtest clean
 
 install: $(VENV)/.installed
 
@@ -32,6 +36,15 @@ bench: install
 bench-operator: install
 	$(BIN)/python benchmarks/operator_heal_latency.py $(ARGS)
 
+# Unpacks kube-apiserver, etcd, kube-controller-manager and kube-scheduler into
+# .cache/envtest/bin; then `export KUBEBUILDER_ASSETS=$PWD/.cache/envtest/bin`.
+envtest: $(ENVTEST_DIR)/bin/kube-apiserver
+
+$(ENVTEST_DIR)/bin/kube-apiserver: $(ENVTEST_ARCHIVE)
+	mkdir -p $(ENVTEST_DIR)
+	tar -xJf $(ENVTEST_ARCHIVE) -C $(ENVTEST_DIR)
+	touch $@
+
 # The chart ships a copy of crds/ (tests/chart/test_crds_drift.py fails when they differ).
 chart-crds:
 	cp crds/*.yaml charts/valet/files/crds/
@@ -41,4 +54,4 @@ e2e-kind: install
 	e2e/kind.sh $(ARGS)
 
 clean:
-	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .hypothesis .cache

@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
+from typing import TypeVar
 
 import pytest
 
-from tests.integration.harness import Backend, prepare_real_api
+from tests.integration.harness import Backend, prepare_real_api, unprepare
 from valet import envtest
 from valet.k8s.client import Api, load_api_client
 
 E2E_KUBECONFIG = os.environ.get("VALET_E2E_KUBECONFIG")
+T = TypeVar("T")
 
 
 def real_api_description() -> str:
@@ -37,21 +39,25 @@ def pytest_report_header() -> str:
 def real_api() -> Iterator[Backend]:
     """A real API server for the session, with valet's CRDs and PriorityClasses."""
     if E2E_KUBECONFIG:
+        # Someone's cluster: what this session installs is removed at its end.
         backend = Backend("real", E2E_KUBECONFIG)
-        _prepare(backend.kubeconfig)
+        made = _run(backend, prepare_real_api)
         yield backend
+        _run(backend, lambda api: unprepare(api, made))
         return
     if envtest.assets_dir() is None:
+        if os.environ.get(envtest.ASSETS_ENV):  # asked for, but broken: fail, never skip
+            pytest.fail(f"{envtest.ASSETS_ENV} has no kube-apiserver and etcd")
         pytest.skip(f"real-API tier: {envtest.HOW_TO_GET_ASSETS}")
     with envtest.running() as plane:
         backend = Backend("real", str(plane.admin_kubeconfig), plane)
-        _prepare(backend.kubeconfig)
+        _run(backend, prepare_real_api)
         yield backend
 
 
-def _prepare(kubeconfig: str | None) -> None:
-    api = Api(load_api_client(kubeconfig))
+def _run(backend: Backend, step: Callable[[Api], Awaitable[T]]) -> T:
+    api = Api(load_api_client(backend.kubeconfig))
     try:
-        asyncio.run(prepare_real_api(api))
+        return asyncio.run(step(api))  # type: ignore[arg-type]  # a coroutine
     finally:
         api.close()

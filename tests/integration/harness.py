@@ -198,13 +198,16 @@ class Cluster:
         )
 
 
-async def install_crds(api: Api) -> None:
-    """Create or update valet's CRDs from crds/ and await them (the emulator knows them)."""
+async def install_crds(api: Api) -> list[str]:
+    """Create or update valet's CRDs from crds/ and await them (the emulator knows them);
+    returns the paths of those it created."""
     path = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
+    made = []
     for file in sorted(CRDS.glob("*.yaml")):
         crd = yaml.safe_load(file.read_text())
         try:
             await api.call("POST", path, crd)
+            made.append(f"{path}/{crd['metadata']['name']}")
         except errors.AlreadyExistsError:
             current = await api.call("GET", f"{path}/{crd['metadata']['name']}")
             crd["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
@@ -218,6 +221,7 @@ async def install_crds(api: Api) -> None:
             )
 
         await until(established, what=f"CRD {crd['metadata']['name']} Established")
+    return made
 
 
 async def until(
@@ -372,14 +376,26 @@ async def remove_scope(api: Api, scope: Scope, namespaces: Sequence[str]) -> Non
             await delete(core_path("events", "default", event["metadata"]["name"]))
 
 
-async def prepare_real_api(api: Api) -> None:
-    """Once per session on a real API server: valet's CRDs and the chart's PriorityClasses."""
-    await install_crds(api)
-    await create_priority_classes(api)
+async def prepare_real_api(api: Api) -> list[str]:
+    """Once per session on a real API server: valet's CRDs and the chart's PriorityClasses.
+    Returns the paths of what did not exist before, for ``unprepare``."""
+    made = await install_crds(api)
+    return made + await create_priority_classes(api)
 
 
-async def create_priority_classes(api: Api, classes: Sequence[tuple[str, int, str]] = ()) -> None:
-    """The chart's PriorityClasses (or ``classes``: name, value, preemption policy)."""
+async def unprepare(api: Api, made: Sequence[str]) -> None:
+    """Delete what ``prepare_real_api`` made, leaving a cluster as it was found."""
+    for path in made:
+        with contextlib.suppress(errors.NotFoundError):
+            await api.call("DELETE", path)
+
+
+async def create_priority_classes(
+    api: Api, classes: Sequence[tuple[str, int, str]] = ()
+) -> list[str]:
+    """The chart's PriorityClasses (or ``classes``: name, value, preemption policy);
+    returns the paths of those it created."""
+    made = []
     for name, value, policy in classes or PRIORITY_CLASSES:
         body = {
             "apiVersion": "scheduling.k8s.io/v1",
@@ -390,6 +406,8 @@ async def create_priority_classes(api: Api, classes: Sequence[tuple[str, int, st
         }
         with contextlib.suppress(errors.AlreadyExistsError):
             await api.call("POST", "/apis/scheduling.k8s.io/v1/priorityclasses", body)
+            made.append(f"/apis/scheduling.k8s.io/v1/priorityclasses/{name}")
+    return made
 
 
 def fast_options(**policy: Any) -> OperatorOptions:

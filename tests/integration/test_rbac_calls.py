@@ -14,25 +14,16 @@ from tests.agent.emulated_agent import request_remediation, step, until_answered
 from tests.chart.render import VARIANTS, render
 from tests.chart.test_rbac import Rule, rules_by_subject
 from tests.emulator.server import Request
-from tests.integration.harness import (
-    E2E_KUBECONFIG,
-    cluster,
-    fast_options,
-    node_names,
-    spot_pool,
-    state_of,
-    training_job,
-)
+from tests.integration.harness import EMULATOR, cluster, fast_options, state_of
 from valet.agent.remediation import Cap
 from valet.agent.runner import Agent
 from valet.k8s.client import Api, core_path, valet_path
 from valet.model.enums import Remediation
 from valet.simnodes.nodes import inject_fault
 
-pytestmark = pytest.mark.skipif(
-    bool(E2E_KUBECONFIG),
-    reason="records requests inside the emulator; a real cluster has audit logs",
-)
+# Emulator-only: it records requests inside the emulator (tests/chart/test_real_api.py runs
+# the operator and agent with the chart's own RBAC on a real API server).
+pytestmark = pytest.mark.emulator_only
 GRANTED = rules_by_subject(render(VARIANTS["ha-operator"]))
 
 # Granted, but no scenario here makes the call.
@@ -71,36 +62,36 @@ def check(requests: Iterable[Request], rules: set[Rule]) -> set[Rule]:
 
 
 async def test_the_operator_needs_exactly_its_rbac() -> None:
-    async with cluster(node_names(3)) as c:
-        for ns in ("train", "batch", "valet-system"):
+    async with cluster(EMULATOR, 3) as c:
+        for ns in (c.train, c.batch, "valet-system"):
             await c.namespace(ns)
         options = dataclasses.replace(
             fast_options(), leader_election=True, lease_namespace="valet-system"
         )
         await c.start_operator(options)
-        await c.apply(spot_pool(spares=1, gpus_per_pod=2, notice=0, shards=40))
-        await c.apply(training_job(replicas=2, min_replicas=1))
+        await c.apply(c.spot_pool(spares=1, gpus_per_pod=2, notice=0, shards=40))
+        await c.apply(c.training_job(replicas=2, min_replicas=1))
 
         async def running_with_spare_packed() -> bool:
-            status = (await c.job("train", "llm")).get("status") or {}
-            pool = (await c.pool("pool")).get("status") or {}
+            status = (await c.job()).get("status") or {}
+            pool = (await c.pool()).get("status") or {}
             return status.get("phase") == "Running" and pool.get("spotGPUs") == 8
 
         await c.until(running_with_spare_packed, what="job Running, spare packed")
-        victim = next(p["spec"]["nodeName"] for p in await c.pods("train", "valet.dev/job=llm"))
+        victim = next(p["spec"]["nodeName"] for p in await c.pods(c.train, "valet.dev/job=llm"))
         await c.fault(victim, gpu=0, xid=79)
 
         async def healed() -> bool:
-            status = (await c.job("train", "llm")).get("status") or {}
+            status = (await c.job()).get("status") or {}
             node = await c.node(victim)
             return status.get("swaps") == 1 and state_of(node) in ("spare", "active")
 
         await c.until(healed, what="swap, then the node healed")
-        await c.api.call("DELETE", valet_path("trainingjobs", "train", "llm"))
+        await c.api.call("DELETE", valet_path("trainingjobs", c.train, "llm"))
 
         async def cleaned() -> bool:
-            services = await c.items(core_path("services", "train"))
-            return not services and not await c.pods("train")
+            services = await c.items(core_path("services", c.train))
+            return not services and not await c.pods(c.train)
 
         await c.until(cleaned, what="the job's pods and Service removed")
         await c.stop_operator()

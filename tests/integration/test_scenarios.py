@@ -385,6 +385,28 @@ async def test_deleting_a_training_job_cleans_up_its_pods_and_service(backend: B
         await c.until(gone, what="pods and Service removed")
 
 
+async def test_a_job_deleted_while_the_operator_is_down_is_garbage_collected(
+    real_api: Backend,
+) -> None:
+    """The owner references valet writes hold on their own: Kubernetes' garbage collector
+    removes the workers and the Service. Real API only: the emulator has no collector."""
+    assert real_api.plane is None or real_api.plane.has_controllers
+    async with cluster(real_api, 2) as c:
+        await setup(c, c.spot_pool(spares=0, shards=None))
+        await c.apply(c.training_job(replicas=2, min_replicas=2))
+        await c.until(lambda: phase_is(c, "Running"), what="job Running")
+        await c.until(lambda: c.get(core_path("services", c.train, "llm")), what="Service")
+        await c.stop_operator()
+        await c.api.call("DELETE", valet_path("trainingjobs", c.train, "llm"))
+
+        async def collected() -> bool:
+            pods = await c.pods(c.train)
+            services = await c.items(core_path("services", c.train))
+            return not pods and not services
+
+        await c.until(collected, timeout=60, what="pods and Service garbage-collected")
+
+
 async def test_a_failed_worker_is_restarted(backend: Backend) -> None:
     async with cluster(backend, 2) as c:
         await setup(c, c.spot_pool(spares=0, shards=None))
