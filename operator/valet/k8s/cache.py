@@ -202,7 +202,7 @@ class Cache:
         self.invalid.pop((kind, key), None)
         # Stored even when equal: equality leaves out what policy does not read (the pod
         # template), and the next pod must be built from the latest one.
-        changed = store.get(key) != obj
+        changed: bool = store.get(key) != obj
         store[key] = obj
         return changed
 
