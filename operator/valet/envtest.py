@@ -7,8 +7,9 @@ are free loopback ports; the certificates (a CA for clients and serving, the ser
 signing key) are made here. There are no kubelets: ``valet.simnodes`` plays them.
 
 It owns processes and files only; the tests' fixture, the demo and the benchmarks reuse it.
-Every process dies with the one that started it (``PR_SET_PDEATHSIG``), and ``stop()``
-removes the working directory, so an interrupted run leaves nothing behind.
+Every process dies with the one that started it (``PR_SET_PDEATHSIG``), also when that one
+is killed; ``stop()`` (called on any exception, and by ``running()`` on exit) ends them and
+removes the working directory in /tmp.
 """
 
 from __future__ import annotations
