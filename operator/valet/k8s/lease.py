@@ -58,7 +58,7 @@ class LeaderElector:
             await asyncio.sleep(self.renew_seconds)
 
     def _spec(self, transitions: int, acquired: str | None = None) -> dict[str, Any]:
-        now = to_rfc3339(self.clock())
+        now = to_rfc3339(self.clock()).replace("Z", "000Z")  # MicroTime: 6 digits, as nodes'
         return {
             "holderIdentity": self.identity,
             "leaseDurationSeconds": int(self.lease_seconds),
