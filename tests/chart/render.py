@@ -54,13 +54,17 @@ def _chart() -> helm.Chart:
     return helm.Chart.load(CHART)
 
 
-def render_files(values: dict[str, Any] | None = None) -> dict[str, str]:
-    return _chart().render(values or {}, name=RELEASE, namespace=NAMESPACE, is_install=True)
+def render_files(
+    values: dict[str, Any] | None = None, *, release: str = RELEASE, namespace: str = NAMESPACE
+) -> dict[str, str]:
+    return _chart().render(values or {}, name=release, namespace=namespace, is_install=True)
 
 
-def render(values: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+def render(
+    values: dict[str, Any] | None = None, *, release: str = RELEASE, namespace: str = NAMESPACE
+) -> list[dict[str, Any]]:
     manifests = []
-    for name, text in sorted(render_files(values).items()):
+    for name, text in sorted(render_files(values, release=release, namespace=namespace).items()):
         if name.endswith("NOTES.txt"):
             continue
         manifests.extend(doc for doc in yaml.safe_load_all(text) if doc)

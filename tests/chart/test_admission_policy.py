@@ -19,6 +19,7 @@ import pytest
 from tests.chart.render import of_kind, render
 
 AGENT = "system:serviceaccount:valet-system:valet-agent"
+OPERATOR = "system:serviceaccount:valet-system:valet-operator"
 NODE_CLAIM = "authentication.kubernetes.io/node-name"
 _ENV = celpy.Environment()
 
@@ -100,50 +101,52 @@ def _admit(user: str, token_node: str | None, target: str, change: str) -> str |
     return None
 
 
-@pytest.mark.parametrize(
-    ("user", "token_node", "target", "change", "denied"),
-    [
-        pytest.param(AGENT, "gpu-1", "gpu-1", "annotation", None, id="own node annotation"),
-        pytest.param(AGENT, "gpu-1", "gpu-1", "condition", None, id="own node condition"),
-        pytest.param(
-            AGENT,
-            "gpu-1",
-            "gpu-2",
-            "annotation",
-            "only its own Node gpu-1, not gpu-2",
-            id="another node",
-        ),
-        pytest.param(
-            AGENT,
-            "gpu-1",
-            "gpu-2",
-            "condition",
-            "only its own Node gpu-1, not gpu-2",
-            id="another node's status",
-        ),
-        pytest.param(
-            AGENT, None, "gpu-1", "annotation", "its token names no node", id="token without node"
-        ),
-        pytest.param(AGENT, "gpu-1", "gpu-1", "label", "not its labels or spec", id="own labels"),
-        pytest.param(AGENT, "gpu-1", "gpu-1", "cordon", "not its labels or spec", id="cordon"),
-        pytest.param(
-            AGENT,
-            "gpu-1",
-            "gpu-1",
-            "label via status",
-            "not its labels or spec",
-            id="own labels through nodes/status",
-        ),
-        pytest.param(
-            "system:serviceaccount:valet-system:valet-operator",
-            None,
-            "gpu-2",
-            "label",
-            None,
-            id="the operator is not restricted",
-        ),
-    ],
-)
+# (user, the node in its token, the Node it updates, the change, what the denial says or None).
+# The changes are those of ``admit``; tests/chart/test_real_api.py makes each on a real server.
+CASES = [
+    pytest.param(AGENT, "gpu-1", "gpu-1", "annotation", None, id="own node annotation"),
+    pytest.param(AGENT, "gpu-1", "gpu-1", "condition", None, id="own node condition"),
+    pytest.param(
+        AGENT,
+        "gpu-1",
+        "gpu-2",
+        "annotation",
+        "only its own Node gpu-1, not gpu-2",
+        id="another node",
+    ),
+    pytest.param(
+        AGENT,
+        "gpu-1",
+        "gpu-2",
+        "condition",
+        "only its own Node gpu-1, not gpu-2",
+        id="another node's status",
+    ),
+    pytest.param(
+        AGENT, None, "gpu-1", "annotation", "its token names no node", id="token without node"
+    ),
+    pytest.param(AGENT, "gpu-1", "gpu-1", "label", "not its labels or spec", id="own labels"),
+    pytest.param(AGENT, "gpu-1", "gpu-1", "cordon", "not its labels or spec", id="cordon"),
+    pytest.param(
+        AGENT,
+        "gpu-1",
+        "gpu-1",
+        "label via status",
+        "not its labels or spec",
+        id="own labels through nodes/status",
+    ),
+    pytest.param(
+        OPERATOR,
+        None,
+        "gpu-2",
+        "label",
+        None,
+        id="the operator is not restricted",
+    ),
+]
+
+
+@pytest.mark.parametrize(("user", "token_node", "target", "change", "denied"), CASES)
 def test_agent_may_touch_only_its_own_node(
     user: str, token_node: str | None, target: str, change: str, denied: str | None
 ) -> None:
