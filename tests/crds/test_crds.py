@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.crds.schema import ROOT, load_crd, schema_of, validate
+from tests.crds.schema import ROOT, apply_defaults, load_crd, schema_of, validate
+from tests.crds.test_real_api import ACCEPTED, REJECTED, changed
 from valet.model.enums import JobPhase
 from valet.model.specs import SpotPoolSpec, TrainingJobSpec
 
@@ -53,6 +54,12 @@ def _with(kind: str, change: dict[str, Any]) -> dict[str, Any]:
 _DELETE = object()
 TJ, SP = "TrainingJob", "SpotPool"
 
+
+def _workload(name: str) -> dict[str, Any]:
+    template = {"spec": {"containers": [{"name": "infer", "image": "infer:1"}]}}
+    return {"name": name, "namespace": "batch", "template": template}
+
+
 # (kind, change to the example, the path and message fragment that must reject it)
 MALFORMED = [
     (
@@ -87,7 +94,7 @@ MALFORMED = [
     ("negative-replicas", TJ, {"replicas": -1}, ".spec.replicas", "less than the minimum"),
     ("no-template", TJ, {"template": _DELETE}, ".spec", "'template' is a required property"),
     ("replicas-not-int", TJ, {"replicas": "3"}, ".spec.replicas", "is not of type 'integer'"),
-    ("bad-pool-name", TJ, {"pool": "Bad_Pool"}, ".spec.pool", "does not match"),
+    ("bad-pool-name", TJ, {"pool": "Bad_Pool"}, ".spec.pool", "is not a SpotPool name"),
     (
         "backoff-too-long",
         TJ,
@@ -109,14 +116,14 @@ MALFORMED = [
         SP,
         {"workloads.0.namespace": "default"},
         ".spec.workloads",
-        "allowedNamespaces",
+        'workload "embed-corpus" runs in namespace "default", which allowedNamespaces does not',
     ),
     (
         "duplicate-workloads",
         SP,
-        {"workloads": [{"name": "a", "namespace": "batch", "template": {}}] * 2},
+        {"workloads": [_workload("a"), _workload("b"), _workload("a")]},
         ".spec.workloads",
-        "unique",
+        'workload name "a" is used more than once',
     ),
     (
         "notice-too-long",
@@ -136,7 +143,7 @@ MALFORMED = [
         "maxpods-above-shards",
         SP,
         {"workloads.0.maxPods": 6000},
-        ".spec.workloads[0]",
+        ".spec.workloads[0].maxPods",
         "maxPods cannot exceed shards",
     ),
     (
@@ -160,6 +167,38 @@ MALFORMED = [
         ".spec",
         "'nodeSelector' is a required property",
     ),
+    ("priority-too-high", TJ, {"priority": 1001}, ".spec.priority", "greater than the maximum"),
+    ("empty-topology-key", TJ, {"topologyKey": ""}, ".spec.topologyKey", "should be non-empty"),
+    ("bad-topology-key", TJ, {"topologyKey": "a b"}, ".spec.topologyKey", "not a node label key"),
+    ("template-empty", TJ, {"template": {}}, ".spec.template", "'spec' is a required property"),
+    (
+        "template-no-containers",
+        TJ,
+        {"template": {"spec": {}}},
+        ".spec.template.spec",
+        "'containers' is a required property",
+    ),
+    (
+        "containers-as-map",
+        TJ,
+        {"template": {"spec": {"containers": {"a": {"image": "x"}}}}},
+        ".spec.template.spec.containers",
+        "is not of type 'array'",
+    ),
+    (
+        "bad-selector-value",
+        SP,
+        {"nodeSelector": {"gpu": "H100 80GB"}},
+        ".spec.nodeSelector[gpu]",
+        "is not a label value",
+    ),
+    (
+        "bad-allowed-namespace",
+        SP,
+        {"allowedNamespaces": ["batch", "Batch_Jobs"]},
+        ".spec.allowedNamespaces[1]",
+        '"Batch_Jobs" can never be a namespace name',
+    ),
 ]
 
 
@@ -171,9 +210,50 @@ MALFORMED = [
 def test_malformed_manifests_are_rejected_by_the_expected_rule(
     kind, change, path, fragment
 ) -> None:
-    violations = validate(_with(kind, change))
+    violations = validate(_with(kind, change), strict=False)
     assert violations, "accepted a bad manifest"
     assert any(v.path == path and fragment in v.message for v in violations), violations
+
+
+@pytest.mark.parametrize("case", REJECTED, ids=[c[0] for c in REJECTED])
+def test_offline_validation_refuses_what_the_real_server_refuses(case: tuple[Any, ...]) -> None:
+    """The real-API table (test_real_api.py), offline: every case refused here too."""
+    _, kind, change, _server_says, *validation = case
+    assert validate(changed(kind, change), strict=validation != ["Warn"])
+
+
+@pytest.mark.parametrize("case", ACCEPTED, ids=[c[0] for c in ACCEPTED])
+def test_offline_validation_accepts_what_the_real_server_accepts(case: tuple[Any, ...]) -> None:
+    _, kind, change = case
+    assert validate(changed(kind, change)) == []
+
+
+def _defaulted(kind: str, spec: dict[str, Any]) -> dict[str, Any]:
+    return apply_defaults(schema_of(kind)["properties"]["spec"], copy.deepcopy(spec))
+
+
+@pytest.mark.parametrize("replicas", [0, 1, 5])
+def test_the_parser_reads_a_job_the_same_with_or_without_the_crds_defaults(
+    replicas: int,
+) -> None:
+    """A manifest that skipped API-server defaulting parses like one that did not; with
+    replicas 0 and minReplicas left out, the CRD accepts it and both read minReplicas 0."""
+    spec = {"replicas": replicas, "template": {"spec": {"containers": [{"name": "a"}]}}}
+    assert TrainingJobSpec.parse(_defaulted(TJ, spec)) == TrainingJobSpec.parse(spec)
+    assert TrainingJobSpec.parse(spec).min_replicas == min(1, replicas)
+    assert (
+        validate(_with(TJ, {"replicas": replicas, "minReplicas": _DELETE, "maxReplicas": _DELETE}))
+        == []
+    )
+
+
+def test_the_parser_reads_a_pool_the_same_with_or_without_the_crds_defaults() -> None:
+    spec = {
+        "nodeSelector": {"a": "b"},
+        "allowedNamespaces": ["batch"],
+        "workloads": [_workload("w")],
+    }
+    assert SpotPoolSpec.parse(_defaulted(SP, spec)) == SpotPoolSpec.parse(spec)
 
 
 def _walk(schema: dict[str, Any], path: str):
@@ -192,6 +272,27 @@ def test_every_field_has_a_description(kind: str) -> None:
         if p not in (".metadata",) and not s.get("description")
     ]
     assert missing == []
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """A YAML loader that refuses a key given twice (PyYAML keeps the last one silently)."""
+
+
+def _unique_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+    keys = [loader.construct_object(k) for k, _ in node.value]
+    twice = sorted({str(k) for k in keys if keys.count(k) > 1})
+    assert not twice, f"keys given twice at line {node.start_mark.line + 1}: {twice}"
+    return loader.construct_mapping(node)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _unique_mapping)
+
+
+@pytest.mark.parametrize("kind", [TJ, SP])
+def test_no_key_is_given_twice_in_a_crd(kind: str) -> None:
+    from tests.crds.schema import CRDS
+
+    assert yaml.load(CRDS[kind].read_text(), _UniqueKeyLoader)
 
 
 def test_phase_enum_matches_the_model() -> None:

@@ -16,6 +16,16 @@ def test_trainingjob_defaults_match_the_crd() -> None:
     assert spec.healing.use_buffer and spec.healing.max_restarts == 10
 
 
+@pytest.mark.parametrize(("replicas", "min_replicas"), [(0, 0), (1, 1), (5, 1)])
+def test_min_replicas_left_out_is_one_or_zero_while_replicas_is_zero(
+    replicas: int, min_replicas: int
+) -> None:
+    """As the CRD's CEL rules read it (it has no default for minReplicas), so a job scaled
+    to zero is valid on both sides."""
+    spec = TrainingJobSpec.parse({"replicas": replicas, "template": {}})
+    assert (spec.min_replicas, spec.max_replicas) == (min_replicas, replicas)
+
+
 @pytest.mark.parametrize(
     ("raw", "field"),
     [
@@ -28,6 +38,11 @@ def test_trainingjob_defaults_match_the_crd() -> None:
         pytest.param({"replicas": "two", "template": {}}, "spec.replicas", id="replicas-not-int"),
         pytest.param({"gpusPerReplica": 0, "template": {}}, "spec.gpusPerReplica", id="zero-gpus"),
         pytest.param({"replicas": 1}, "spec.template", id="no-template"),
+        pytest.param(
+            {"replicas": 0, "minReplicas": 1, "template": {}}, "spec.replicas", id="zero<min"
+        ),
+        pytest.param({"priority": 1001, "template": {}}, "spec.priority", id="priority>1000"),
+        pytest.param({"priority": -1001, "template": {}}, "spec.priority", id="priority<-1000"),
         pytest.param(
             {"healing": {"useBuffer": "yes"}, "template": {}},
             "spec.healing.useBuffer",
@@ -82,6 +97,13 @@ def test_spotpool_errors_name_the_field(raw: dict, field: str) -> None:
     with pytest.raises(SpecError) as err:
         SpotPoolSpec.parse(raw)
     assert err.value.field == field
+
+
+def test_duplicate_workloads_are_named() -> None:
+    workload = {"name": "embed", "namespace": "x", "template": {}}
+    raw = {"nodeSelector": {"a": "b"}, "allowedNamespaces": ["x"], "workloads": [workload] * 2}
+    with pytest.raises(SpecError, match="workload name 'embed' is used more than once"):
+        SpotPoolSpec.parse(raw)
 
 
 @pytest.mark.parametrize(

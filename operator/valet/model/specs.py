@@ -1,7 +1,9 @@
 """TrainingJob and SpotPool specs and statuses, parsed once from raw manifests.
 
 Defaults here equal the CRD's (``crds/``), so a manifest that skipped API-server
-defaulting (an emulator, an old object) parses to the same spec.
+defaulting (an emulator, an old object) parses to the same spec. ``minReplicas`` has no
+default in the CRD: left out, it is 1, or 0 while ``replicas`` is 0, here and in the CRD's
+CEL rules alike. Names, label values and pod templates are checked by the CRD only.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from valet.model.timefmt import from_rfc3339, to_rfc3339
 
 Raw = Mapping[str, Any]
 DEFAULT_TOPOLOGY_KEY = "topology.kubernetes.io/zone"
+PRIORITY_RANGE = (-1000, 1000)  # the CRD's bounds of spec.priority
 _PHASES = frozenset(p.value for p in JobPhase)
 _NODE_COUNT_KEYS = ("new", *(s.value for s in NodeState), "unknown")
 
@@ -70,7 +73,14 @@ class TrainingJobSpec:
             max_replicas=max_replicas,
             gpus_per_replica=p.integer(raw, "gpusPerReplica", path, default=8, minimum=1),
             pool=p.string(raw, "pool", path) if pool is not None else None,
-            priority=p.integer(raw, "priority", path, default=0),
+            priority=p.integer(
+                raw,
+                "priority",
+                path,
+                default=0,
+                minimum=PRIORITY_RANGE[0],
+                maximum=PRIORITY_RANGE[1],
+            ),
             healing=HealingPolicy(
                 use_buffer=p.boolean(healing, "useBuffer", hpath, default=True),
                 max_restarts=p.integer(healing, "maxRestarts", hpath, default=10, minimum=0),
@@ -273,8 +283,12 @@ class SpotPoolSpec:
             for i, w in enumerate(raw.get("workloads") or ())
         )
         names = [w.name for w in workloads]
-        if len(set(names)) != len(names):
-            raise SpecError(f"{path}.workloads", "workload names must be unique")
+        for name in names:
+            if names.count(name) > 1:
+                raise SpecError(
+                    f"{path}.workloads",
+                    f"workload name {name!r} is used more than once: give each workload its own",
+                )
         return cls(
             node_selector=selector,
             buffer=buffer,
