@@ -229,7 +229,9 @@ def _operator(args: argparse.Namespace) -> int:
     options = OperatorOptions(
         namespace=args.namespace,
         kubeconfig=args.kubeconfig,
-        policy=PolicyConfig(staleness_seconds=args.staleness_seconds),
+        policy=PolicyConfig(
+            staleness_seconds=args.staleness_seconds, node_grace_seconds=args.node_grace_seconds
+        ),
         loop=LoopConfig(debounce_seconds=args.debounce_seconds),
         node_config=NodeReadConfig(detectors, staleness_seconds=args.staleness_seconds),
         pod_defaults=PodDefaults(
@@ -382,6 +384,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=120.0,
         help="a health report older than this makes a node unknown",
+    )
+    op.add_argument(
+        "--node-grace-seconds",
+        type=float,
+        default=20.0,
+        help="a kubelet silent this long (Lease, Ready) makes its node dead; a pool may override",
     )
     op.add_argument(
         "--debounce-seconds",

@@ -25,6 +25,8 @@ OPERATOR: set[Rule] = {
     ("", "nodes", "list", ""),
     ("", "nodes", "watch", ""),
     ("", "nodes", "patch", ""),
+    ("coordination.k8s.io", "leases", "list", ""),
+    ("coordination.k8s.io", "leases", "watch", ""),
     ("", "pods", "list", ""),
     ("", "pods", "watch", ""),
     ("", "pods", "create", ""),

@@ -47,7 +47,9 @@ CRDS = Path(__file__).parents[2] / "crds"
 FAST_RETRY = RetryPolicy(attempts=10, initial_seconds=0.01, max_seconds=0.2, deadline_seconds=20)
 
 
-FAST_SIM = SimConfig(probe_seconds=1.0, startup_seconds=0.2, remediation_seconds=0.5)
+FAST_SIM = SimConfig(
+    probe_seconds=1.0, lease_seconds=1.0, startup_seconds=0.2, remediation_seconds=0.5
+)
 
 
 @dataclasses.dataclass
@@ -454,6 +456,7 @@ def spot_pool(
     lemon_failures: int = 3,
     breaker_percent: int = 50,
     max_remediations: int = 3,
+    node_grace: int | None = None,
 ) -> dict[str, Any]:
     template: dict[str, Any] = {"spec": {"containers": [{"name": "infer", "image": "infer:1"}]}}
     if runtime is not None:
@@ -477,6 +480,7 @@ def spot_pool(
             "lemon": {"failures": lemon_failures, "windowSeconds": 3600},
             "circuitBreaker": {"maxFailedPercent": breaker_percent, "windowSeconds": 600},
             "remediation": {"maxAttempts": max_remediations},
+            **({"nodeGraceSeconds": node_grace} if node_grace is not None else {}),
             "allowedNamespaces": [namespace],
             "workloads": [workload],
         },

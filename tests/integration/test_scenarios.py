@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import time
 from typing import Any
 
 import pytest
@@ -325,6 +326,68 @@ async def test_a_lemon_node_is_retired(backend: Backend) -> None:
             )
 
         await c.until(lemon_event, what="LemonNode Event")
+
+
+async def test_a_dead_node_is_replaced_within_its_grace_and_returns_to_the_buffer(
+    backend: Backend,
+) -> None:
+    """The host of a worker goes down (kubelet and agent with it): after the pool's grace
+    the worker is replaced on the spare, the stale pods are force-deleted behind the
+    out-of-service taint (none is left Terminating), and the node comes back through a
+    reboot it answers when it returns."""
+    grace = 3
+    async with cluster(backend, 3) as c:
+        await setup(c, c.spot_pool(spares=1, gpus_per_pod=2, notice=1, node_grace=grace))
+        await c.apply(c.training_job(replicas=2, min_replicas=1))
+        await c.until(lambda: phase_is(c, "Running"), what="job Running")
+        await c.until(lambda: _spare_count(c, 1), what="a spare")
+        victim = (await workers(c))[0]
+        dead = victim["spec"]["nodeName"]
+        c.sim.kill(dead)
+        killed_at = time.time()
+
+        async def replaced() -> dict[str, Any] | None:
+            status = (await c.job()).get("status") or {}
+            pods = await workers(c)
+            running = [p for p in pods if (p.get("status") or {}).get("phase") == "Running"]
+            on = sorted(p["spec"].get("nodeName") or "" for p in running)
+            ok = status.get("swaps") == 1 and len(running) == 2 and dead not in on
+            return status if ok else None
+
+        status = await c.until(replaced, timeout=grace + 15, what="worker replaced")
+        took = time.time() - killed_at
+        assert took < grace + 5, f"replacement Running {took:.1f}s after the host died"
+        assert status["lastHeal"]["failedNode"] == dead
+        node = await c.node(dead)
+        assert state_of(node) in ("draining", "healing")
+        assert {"key": "node.kubernetes.io/out-of-service", "value": "nodeshutdown",
+                "effect": "NoExecute"} in node["spec"]["taints"]  # fmt: skip
+
+        async def nothing_left_on_it() -> bool:
+            everything = await c.pods(c.train) + await c.pods(c.batch)
+            return not [p for p in everything if p["spec"].get("nodeName") == dead]
+
+        await c.until(nothing_left_on_it, what="no pod left (Terminating or not) on the dead node")
+        await c.until(lambda: _state(c, dead, "healing"), what="healing: a reboot requested")
+        await c.sim.revive(dead)
+
+        async def back() -> dict[str, Any] | None:
+            n = await c.node(dead)
+            fenced = any(t["key"] == "node.kubernetes.io/out-of-service"
+                         for t in n["spec"].get("taints") or ())  # fmt: skip
+            return n if state_of(n) in ("spare", "active") and not fenced else None
+
+        await c.until(back, timeout=30, what="the node back in the buffer, unfenced")
+        assert len(await workers(c)) == 2
+
+
+async def _spare_count(c: Cluster, count: int) -> bool:
+    status = (await c.pool()).get("status") or {}
+    return status.get("spares") == count
+
+
+async def _state(c: Cluster, node: str, state: str) -> bool:
+    return state_of(await c.node(node)) == state
 
 
 async def test_a_mass_failure_trips_the_circuit_breaker_instead_of_draining_the_pool(

@@ -47,6 +47,7 @@ EXPECTED = {
     "thermal-shutdown": B,
     "sdc": X,
     "node-problem": B,
+    "node-unreachable": B,
 }
 
 

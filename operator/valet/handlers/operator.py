@@ -26,6 +26,7 @@ from valet.policy import PolicyConfig
 
 registry = kopf.OperatorRegistry()
 log = structlog.get_logger("valet.operator")
+NODE_LEASES = "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,6 +70,7 @@ class Operator:
             self.tasks.append(asyncio.create_task(self.leader.run(), name="valet-leader"))
         self.tasks.append(asyncio.create_task(self.reconciler.run(), name="valet-reconciler"))
         self.tasks.append(asyncio.create_task(self._relist(), name="valet-relist"))
+        self.tasks.append(asyncio.create_task(self._watch_leases(), name="valet-node-leases"))
 
     async def stop(self) -> None:
         """Cancel the reconciler wherever it is (idempotent)."""
@@ -116,6 +118,29 @@ class Operator:
             except errors.ApiError as err:
                 log.warning("relist failed", error=str(err))
             await asyncio.sleep(loop.relist_seconds)
+
+    async def _watch_leases(self) -> None:
+        """Kubelet heartbeats: the node Leases in kube-node-lease (one namespace, so not
+        through Kopf, whose namespaces are those of valet's own resources). A renewal after
+        a silence longer than a grace wakes the reconciler: the node is coming back."""
+        while True:
+            try:
+                async for event in self.api.watch(NODE_LEASES):
+                    gap = self.cache.observe_lease(
+                        event["object"], deleted=event["type"] == "DELETED"
+                    )
+                    if gap > self._shortest_grace():
+                        self.reconciler.poke()
+            except errors.ApiError as err:
+                log.warning("watching node leases failed; retrying", error=str(err))
+                await asyncio.sleep(self.options.loop.relist_seconds)
+
+    def _shortest_grace(self) -> float:
+        default = self.options.policy.node_grace_seconds
+        return min(
+            (p.spec.node_grace_seconds or default for p in self.cache.pools.values()),
+            default=default,
+        )
 
     def on_event(self, kind: Kind, event: kopf.RawEvent) -> None:
         raw = event.get("object") or {}

@@ -49,6 +49,7 @@ from valet.model.plan import (
     RequestRemediation,
     SetCordon,
     SetNodeState,
+    SetOutOfService,
     SetSpareTaint,
 )
 from valet.model.timefmt import to_rfc3339
@@ -169,6 +170,13 @@ class Applier:
                 await self._update_node(
                     node, lambda raw: {"spec": {"taints": codec.spare_taint_patch(raw, present)}}
                 )
+            case SetOutOfService(node=node, present=present):
+                await self._update_node(
+                    node,
+                    lambda raw: {
+                        "spec": {"taints": codec.out_of_service_taint_patch(raw, present)}
+                    },
+                )
             case RecordFault(node=node, at=at):
                 await self._update_node(
                     node,
@@ -192,8 +200,8 @@ class Applier:
                 await self._patch_node(node, {"metadata": {"annotations": cleared}})
             case EvictPod(namespace=ns, name=name, grace_seconds=grace):
                 await self._evict(ns, name, grace)
-            case DeletePod(namespace=ns, name=name):
-                await self._delete_pod(ns, name)
+            case DeletePod(namespace=ns, name=name, force=force):
+                await self._delete_pod(ns, name, force)
             case CreatePod():
                 await self._create_pod(action)
             case BindPod(namespace=ns, name=name, node=node):
@@ -253,9 +261,10 @@ class Applier:
             return
         self.cache.patch_pod(f"{namespace}/{name}", deleting=True)
 
-    async def _delete_pod(self, namespace: str, name: str) -> None:
+    async def _delete_pod(self, namespace: str, name: str, force: bool = False) -> None:
+        query = {"gracePeriodSeconds": "0"} if force else None
         try:
-            raw = await self.api.call("DELETE", core_path("pods", namespace, name))
+            raw = await self.api.call("DELETE", core_path("pods", namespace, name), query=query)
         except errors.NotFoundError:
             self.cache.observe(
                 Kind.POD, {"metadata": {"namespace": namespace, "name": name}}, deleted=True

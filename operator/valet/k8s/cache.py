@@ -51,7 +51,9 @@ def _rv(raw: Raw) -> int | None:
 
 
 def _without_heartbeat(node: Node) -> Node:
-    return dataclasses.replace(node, health=dataclasses.replace(node.health, heartbeat=None))
+    return dataclasses.replace(
+        node, ready_heartbeat=None, health=dataclasses.replace(node.health, heartbeat=None)
+    )
 
 
 def key_of(raw: Raw) -> str:
@@ -75,6 +77,7 @@ class Cache:
         self.pods: dict[str, Pod] = {}
         self.jobs: dict[str, Job] = {}
         self.pools: dict[str, Pool] = {}
+        self.leases: dict[str, float] = {}  # node name → its kubelet Lease's renewTime
         self.invalid: dict[tuple[Kind, str], Invalid] = {}
         self.deleted_jobs: list[Job] = []  # for the Service clean-up
         self._versions: dict[tuple[Kind, str], int] = {}
@@ -216,6 +219,16 @@ class Cache:
 
     # --- reading -------------------------------------------------------------------------
 
+    def observe_lease(self, raw: Raw, deleted: bool = False) -> float:
+        """A kubelet's Lease (kube-node-lease) renewed; returns the seconds since the renewal
+        before (infinite for the first), so a node coming back can wake the reconciler."""
+        name, renewed = codec.lease_renewed(raw)
+        before = self.leases.pop(name, None) if deleted else self.leases.get(name)
+        if deleted or renewed is None:
+            return 0.0
+        self.leases[name] = max(renewed, before or renewed)
+        return renewed - before if before is not None else float("inf")
+
     def view(self) -> ClusterView:
         if self._pods_view is None:
             self._pods_view = tuple(self.pods.values())
@@ -224,4 +237,5 @@ class Cache:
             pods=self._pods_view,
             jobs=tuple(self.jobs.values()),
             pools=tuple(self.pools.values()),
+            leases=dict(self.leases),
         )

@@ -22,6 +22,7 @@ from valet.model.enums import (
     GPU_RESOURCE,
     GROUP,
     JOB_LABEL,
+    OUT_OF_SERVICE_TAINT,
     POOL_LABEL,
     SPARE_TAINT,
     STATE_LABEL,
@@ -104,7 +105,7 @@ def node_from(raw: Raw, config: NodeReadConfig, now: float) -> Node:
     state_text = labels.get(STATE_LABEL)
     state = NodeState(state_text) if state_text in _STATES else None
     taints = spec.get("taints") or ()
-    ready = nodehealth.find_condition(conditions, "Ready")
+    ready = nodehealth.find_condition(conditions, "Ready") or {}
     return Node(
         name=str(md.get("name")),
         gpus=gpu_count(status.get("allocatable")) or gpu_count(status.get("capacity")),
@@ -113,7 +114,10 @@ def node_from(raw: Raw, config: NodeReadConfig, now: float) -> Node:
         state_since=from_rfc3339(annotations.get(STATE_SINCE), 0.0),
         unschedulable=bool(spec.get("unschedulable")),
         spare_taint=any(t.get("key") == SPARE_TAINT for t in taints),
-        ready=ready is None or ready.get("status") == "True",
+        out_of_service=any(t.get("key") == OUT_OF_SERVICE_TAINT for t in taints),
+        ready=not ready or ready.get("status") == "True",
+        ready_since=from_rfc3339(ready.get("lastTransitionTime"), 0.0) or None,
+        ready_heartbeat=from_rfc3339(ready.get("lastHeartbeatTime"), 0.0) or None,
         health=_health(conditions, annotations, taints, config, now),
         remediation=remediation.parse(annotations),
         faults=_fault_history(annotations),
@@ -397,7 +401,24 @@ def service_manifest(job: Job) -> dict[str, Any]:
 
 def spare_taint_patch(raw: Raw, present: bool) -> list[dict[str, Any]]:
     """The node's taints with the spare taint added or removed (other taints kept)."""
-    taints = [t for t in (raw.get("spec") or {}).get("taints") or () if t.get("key") != SPARE_TAINT]
+    return _taint_patch(raw, {"key": SPARE_TAINT, "value": "true", "effect": "NoSchedule"}, present)
+
+
+def out_of_service_taint_patch(raw: Raw, present: bool) -> list[dict[str, Any]]:
+    """The node's taints with Kubernetes' out-of-service taint added or removed."""
+    taint = {"key": OUT_OF_SERVICE_TAINT, "value": "nodeshutdown", "effect": "NoExecute"}
+    return _taint_patch(raw, taint, present)
+
+
+def _taint_patch(raw: Raw, taint: dict[str, str], present: bool) -> list[dict[str, Any]]:
+    key = taint["key"]
+    taints = [t for t in (raw.get("spec") or {}).get("taints") or () if t.get("key") != key]
     if present:
-        taints.append({"key": SPARE_TAINT, "value": "true", "effect": "NoSchedule"})
+        taints.append(taint)
     return taints
+
+
+def lease_renewed(raw: Raw) -> tuple[str, float | None]:
+    """A node Lease's node name and renewTime (epoch seconds)."""
+    spec = raw.get("spec") or {}
+    return str(meta(raw).get("name")), from_rfc3339(spec.get("renewTime"), 0.0) or None

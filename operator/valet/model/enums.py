@@ -12,6 +12,9 @@ STATE_LABEL = f"{GROUP}/state"
 POOL_LABEL = f"{GROUP}/pool"
 JOB_LABEL = f"{GROUP}/job"  # on a worker pod: its TrainingJob (and the job's selector)
 SPARE_TAINT = f"{GROUP}/spare"
+# Kubernetes' own fence for a node that is gone: pods on it may be deleted and their volumes
+# detached (https://kubernetes.io/docs/concepts/cluster-administration/node-shutdown/).
+OUT_OF_SERVICE_TAINT = "node.kubernetes.io/out-of-service"
 GPU_RESOURCE = "nvidia.com/gpu"
 
 

@@ -87,6 +87,14 @@ FAULT_TABLE: tuple[FaultRule, ...] = (
     ),
     # Node conditions of other detectors (Node Problem Detector, NVSentinel).
     FaultRule("node-problem", "NodeProblem", _H, _REBOOT, "another detector reports a problem"),
+    # The operator's own reading: the kubelet's Lease or Ready went stale past the grace.
+    FaultRule(
+        "node-unreachable",
+        "NodeUnreachable",
+        _H,
+        _REBOOT,
+        "the kubelet stopped heart-beating: host down, kernel panic or network lost",
+    ),
 )
 
 _BY_SIGNAL = {rule.signal: rule for rule in FAULT_TABLE}

@@ -34,6 +34,14 @@ class SetSpareTaint:
 
 
 @dataclasses.dataclass(frozen=True)
+class SetOutOfService:
+    """Kubernetes' out-of-service taint (NoExecute) on a node whose kubelet is gone."""
+
+    node: str
+    present: bool
+
+
+@dataclasses.dataclass(frozen=True)
 class RecordFault:
     """Append a drain to the node's fault history (lemon detection)."""
 
@@ -67,9 +75,12 @@ class EvictPod:
 
 @dataclasses.dataclass(frozen=True)
 class DeletePod:
+    """Delete a pod; ``force`` (grace 0) for a pod on a dead node, which no kubelet will end."""
+
     namespace: str
     name: str
     reason: Reason
+    force: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -123,6 +134,7 @@ Action = (
     SetNodeState
     | SetCordon
     | SetSpareTaint
+    | SetOutOfService
     | RecordFault
     | RequestRemediation
     | ClearRemediation

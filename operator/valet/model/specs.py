@@ -257,6 +257,7 @@ class SpotPoolSpec:
     max_remediations: int = 3
     allowed_namespaces: tuple[str, ...] = ()
     workloads: tuple[Workload, ...] = ()
+    node_grace_seconds: int | None = None  # kubelet silence that makes a node dead
 
     @classmethod
     def parse(cls, raw: Raw, path: str = "spec") -> SpotPoolSpec:
@@ -318,6 +319,7 @@ class SpotPoolSpec:
                 remediation, "maxAttempts", f"{path}.remediation", default=3, minimum=1
             ),
             allowed_namespaces=allowed,
+            node_grace_seconds=p.optional_integer(raw, "nodeGraceSeconds", path, minimum=1),
             workloads=workloads,
         )
 

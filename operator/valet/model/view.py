@@ -62,7 +62,10 @@ class Node:
     state_since: float = 0.0
     unschedulable: bool = False
     spare_taint: bool = False
+    out_of_service: bool = False  # Kubernetes' out-of-service taint is on it
     ready: bool = True
+    ready_since: float | None = None  # lastTransitionTime of the Ready condition
+    ready_heartbeat: float | None = None  # lastHeartbeatTime of the Ready condition
     health: NodeHealth = NodeHealth()
     remediation: RemediationStatus = RemediationStatus()
     faults: tuple[float, ...] = ()  # times valet drained this node, for lemon detection
@@ -132,6 +135,14 @@ class ClusterView:
     pods: tuple[Pod, ...] = ()
     jobs: tuple[Job, ...] = ()
     pools: tuple[Pool, ...] = ()
+    # renewTime of each node's Lease in kube-node-lease: the kubelet's heartbeat (a real
+    # kubelet renews it every 10 s, and refreshes the Ready condition only every few minutes).
+    leases: Mapping[str, float] = dataclasses.field(default_factory=dict)
+
+    def kubelet_heartbeat(self, node: Node) -> float | None:
+        """The kubelet's last sign of life: its Lease, else the Ready heartbeat."""
+        lease = self.leases.get(node.name)
+        return lease if lease is not None else node.ready_heartbeat
 
     @functools.cached_property
     def pods_by_node(self) -> Mapping[str, tuple[Pod, ...]]:

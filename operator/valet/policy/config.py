@@ -9,6 +9,11 @@ import dataclasses
 class PolicyConfig:
     # A health report older than this makes the node "unknown": not drained, not placed on.
     staleness_seconds: float = 120.0
+    # A node whose kubelet has not heart-beaten (Lease renewal, or Ready) for this long is
+    # dead: its workers are replaced and its pods force-deleted behind Kubernetes' out-of-
+    # service taint. 20 s is two missed Lease renewals (every 10 s) against Kubernetes' own
+    # ~50 s to NotReady and ~5 min to eviction; a SpotPool may set its own (nodeGraceSeconds).
+    node_grace_seconds: float = 20.0
     # A soft signal must persist this long before the node turns suspect.
     suspect_after_seconds: float = 120.0
     # A node must report healthy this long before it leaves suspect or healing.

@@ -6,6 +6,8 @@ lemon retirement and the mass-failure circuit breaker are decided here.
 
 from __future__ import annotations
 
+import dataclasses
+
 from valet.model.enums import (
     FaultAction,
     Health,
@@ -21,9 +23,10 @@ from valet.model.plan import (
     RecordFault,
     RequestRemediation,
     SetCordon,
+    SetOutOfService,
     SetSpareTaint,
 )
-from valet.model.view import ClusterView, Node, Pool
+from valet.model.view import ClusterView, Node, NodeHealth, Pool
 from valet.policy.config import PolicyConfig
 from valet.policy.pass_ import IN_SERVICE, OUT_OF_SERVICE, Pass
 
@@ -33,15 +36,38 @@ CORDONED_STATES = frozenset(
 
 
 def new_pass(view: ClusterView, now: float, config: PolicyConfig) -> Pass:
-    """Start a pass; a node whose agent is silent beyond staleness (or never spoke) is UNKNOWN."""
+    """Start a pass: a node whose agent is silent beyond staleness (or never spoke) is
+    UNKNOWN; a pool node whose kubelet is silent beyond the grace is dead (``_dead``)."""
     pool_nodes: dict[str, list[Node]] = {pool.name: [] for pool in view.pools}
     states: dict[str, NodeState | None] = {}
     health: dict[str, Health] = {}
     in_service: set[str] = set()
     out_of_service: set[str] = set()
+    dead: dict[str, Node] = {}
+    wake_at: list[float] = []
     stale_before = now - config.staleness_seconds
-    selectors = [(pool_nodes[p.name], tuple(p.spec.node_selector.items())) for p in view.pools]
+    selectors = [(pool_nodes[p.name], tuple(p.spec.node_selector.items()), p) for p in view.pools]
     for name, node in view.nodes.items():
+        pool = None
+        labels = node.labels
+        for members, selector, candidate in selectors:  # the first pool selecting it
+            for key, value in selector:
+                if labels.get(key) != value:
+                    break
+            else:
+                members.append(node)
+                pool = candidate
+                break
+        if pool is not None:
+            grace = pool.spec.node_grace_seconds or config.node_grace_seconds
+            died_at = _dead_since(view, node, now, grace)
+            if died_at is not None:
+                node = dead[name] = _as_dead(node, died_at)
+                members[-1] = node
+            elif node.state not in OUT_OF_SERVICE:
+                beat = view.kubelet_heartbeat(node)
+                if beat is not None:
+                    wake_at.append(beat + grace)
         state = states[name] = node.state
         beat = node.health.heartbeat
         verdict = health[name] = (
@@ -52,15 +78,9 @@ def new_pass(view: ClusterView, now: float, config: PolicyConfig) -> Pass:
                 in_service.add(name)
         elif state in OUT_OF_SERVICE:
             out_of_service.add(name)
-        labels = node.labels
-        for members, selector in selectors:  # a node belongs to the first pool selecting it
-            for key, value in selector:
-                if labels.get(key) != value:
-                    break
-            else:
-                members.append(node)
-                break
-    return Pass(
+    if dead:
+        view = dataclasses.replace(view, nodes={**view.nodes, **dead})
+    ps = Pass(
         view=view,
         now=now,
         config=config,
@@ -69,7 +89,35 @@ def new_pass(view: ClusterView, now: float, config: PolicyConfig) -> Pass:
         pool_nodes=pool_nodes,
         in_service=in_service,
         out_of_service=out_of_service,
+        dead=set(dead),
     )
+    if wake_at:
+        ps.wake(min(wake_at))
+    return ps
+
+
+def _dead_since(view: ClusterView, node: Node, now: float, grace: float) -> float | None:
+    """When the kubelet was last seen alive, if that is longer than ``grace`` ago: its Lease
+    (or Ready heartbeat) not renewed, or Ready not True, for the whole grace."""
+    beat = view.kubelet_heartbeat(node)
+    if beat is not None and now - beat > grace:
+        return beat
+    if not node.ready and node.ready_since is not None and now - node.ready_since > grace:
+        return node.ready_since
+    return None
+
+
+def _as_dead(node: Node, since: float) -> Node:
+    """The node as policy sees a dead one: unhealthy with ``node-unreachable``, since the
+    kubelet's last sign of life (so heal times count from there)."""
+    health = NodeHealth(
+        verdict=Health.UNHEALTHY,
+        signals=("node-unreachable",),
+        since=since,
+        heartbeat=node.health.heartbeat,
+        gpus=node.health.gpus,
+    )
+    return dataclasses.replace(node, health=health, ready=False)
 
 
 def is_lemon(node: Node, pool: Pool, now: float) -> bool:
@@ -163,11 +211,16 @@ def _drain_within_breaker(ps: Pass, pool: Pool, nodes: list[Node], to_drain: lis
 
 def _finish_drain(ps: Pass, node: Node, pool: Pool) -> None:
     """Once no worker or spot pod holds the node, retire a lemon or start remediation."""
-    busy = any(
-        p.kind in (PodKind.WORKER, PodKind.SPOT) and (p.holds_gpus or p.live)
+    ours = [
+        p
         for p in ps.view.pods_by_node.get(node.name, ())
-    )
-    if busy:
+        if p.kind in (PodKind.WORKER, PodKind.SPOT) and (p.holds_gpus or p.live)
+    ]
+    if node.name in ps.dead:  # no kubelet will finish what is terminating there
+        for pod in ours:
+            if pod.deleting and pod.key not in ps.evicted:
+                ps.delete_pod(pod, Reason.NODE_DRAINING)
+    if ours:
         return
     rule = worst(node.health.signals)
     if (rule is not None and rule.action is FaultAction.RETIRE) or is_lemon(node, pool, ps.now):
@@ -231,3 +284,9 @@ def sync_marks(ps: Pass, nodes: list[Node]) -> None:
         spare = state is NodeState.SPARE
         if spare != node.spare_taint:
             actions.append(SetSpareTaint(node.name, spare))
+        # The fence of a dead node stays until it has been remediated and returns.
+        fenced = node.name in ps.dead or (
+            node.out_of_service and state in (NodeState.DRAINING, NodeState.HEALING)
+        )
+        if fenced != node.out_of_service:
+            actions.append(SetOutOfService(node.name, fenced))

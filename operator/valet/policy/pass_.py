@@ -36,6 +36,8 @@ class Pass:
     in_service: set[str] = dataclasses.field(default_factory=set)
     out_of_service: set[str] = dataclasses.field(default_factory=set)
     targets: dict[str, int] = dataclasses.field(default_factory=dict)  # buffer target by pool
+    # Pool nodes whose kubelet is gone: their pods are force-deleted, since none will end.
+    dead: set[str] = dataclasses.field(default_factory=set)
 
     def new_pod_name(self, namespace: str, prefix: str) -> str:
         """The first ``prefix-N`` name free in the namespace (pods still terminating count)."""
@@ -78,10 +80,15 @@ class Pass:
         )
 
     def delete_pod(self, pod: Pod, reason: Reason) -> None:
-        self.pod_actions.append(DeletePod(pod.namespace, pod.name, reason))
+        force = pod.node in self.dead
+        self.pod_actions.append(DeletePod(pod.namespace, pod.name, reason, force=force))
         self.evicted.add(pod.key)
 
     def evict_pod(self, pod: Pod, grace_seconds: int, reason: Reason) -> None:
+        """Evict with notice; on a dead node nobody would act on it: force-delete instead."""
+        if pod.node in self.dead:
+            self.delete_pod(pod, reason)
+            return
         self.pod_actions.append(EvictPod(pod.namespace, pod.name, grace_seconds, reason))
         self.evicted.add(pod.key)
 

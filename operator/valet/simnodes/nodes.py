@@ -88,10 +88,23 @@ class SimNodes:
         self._probe_now: set[str] = set()
         self.ready = asyncio.Event()
         self.silenced: set[str] = set()  # nodes whose agent stopped publishing
+        self.dead: set[str] = set()  # nodes whose host is down: no kubelet, no agent
 
     def silence(self, name: str) -> None:
         """Stop publishing GPU health for a node, as a hung or crashed agent would."""
         self.silenced.add(name)
+
+    def kill(self, name: str) -> None:
+        """The host goes down (crash, kernel panic, lost network): its Lease and Ready stop,
+        its agent stops, and nothing on it acts on pods or remediation requests."""
+        self.dead.add(name)
+
+    async def revive(self, name: str) -> None:
+        """The host is back: heartbeats resume, and a pending remediation is answered."""
+        self.dead.discard(name)
+        await self._renew_lease(name)
+        await self._publish(name)
+        self._maybe_remediate(self.nodes[name])
 
     # --- registration and heartbeats -----------------------------------------------------
 
@@ -209,10 +222,10 @@ class SimNodes:
         last_lease = self.clock()
         while True:
             await asyncio.sleep(self.config.probe_seconds)
-            await self._each(self._publish, set(self.nodes) - self.silenced)
+            await self._each(self._publish, set(self.nodes) - self.silenced - self.dead)
             if self.clock() - last_lease >= self.config.lease_seconds:
                 last_lease = self.clock()
-                await self._each(self._renew_lease, self.nodes)
+                await self._each(self._renew_lease, set(self.nodes) - self.dead)
 
     async def _each(self, fn: Callable[[str], Any], names: Any) -> None:
         results = await asyncio.gather(*(fn(n) for n in list(names)), return_exceptions=True)
@@ -225,7 +238,7 @@ class SimNodes:
             raw = event["object"]
             name = codec.meta(raw).get("name")
             node = self.nodes.get(str(name))
-            if node is None or event["type"] == "DELETED":
+            if node is None or event["type"] == "DELETED" or node.name in self.dead:
                 continue
             annotations = dict(codec.meta(raw).get("annotations") or {})
             faults_changed = annotations.get(FAULTS_ANNOTATION) != node.annotations.get(
@@ -303,7 +316,7 @@ class SimNodes:
 
     async def _do(self, step: Step) -> None:
         raw = self.pods.get(step.key)
-        if raw is None:
+        if raw is None or (raw.get("spec") or {}).get("nodeName") in self.dead:
             return
         ns, name = step.key.split("/", 1)
         deleting = bool(codec.meta(raw).get("deletionTimestamp"))
