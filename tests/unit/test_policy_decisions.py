@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from tests.builders import NOW, RUNNING, job, node, pool, spot, view, worker, workload
@@ -17,11 +19,12 @@ from valet.model.plan import (
     RecordFault,
     RequestRemediation,
     SetNodeState,
+    SetOutOfService,
     SetSpareTaint,
 )
 from valet.model.shards import ShardSet
 from valet.model.specs import ShardStatus, SpotPoolStatus, TrainingJobStatus
-from valet.model.view import RemediationStatus
+from valet.model.view import ClusterView, RemediationStatus
 from valet.policy import PolicyConfig, decide
 
 CFG = PolicyConfig()
@@ -338,6 +341,79 @@ def test_silent_agent_is_unknown_not_drained() -> None:
     plan = decide(view([n], [worker("w", "a")], [job(replicas=1, status=RUNNING)], [pool(0)]), NOW)
     assert states(plan) == {} and plan.of(EvictPod) == []
     assert plan.of(PatchPoolStatus)[0].status.nodes["unknown"] == 1
+
+
+# --- node death (the kubelet's Lease or Ready goes stale) -------------------------------
+
+
+def _dead_view(lease_age: float, grace: int | None = None, **node_kw) -> ClusterView:
+    nodes = [node("a", **node_kw), node("s", NodeState.SPARE)]
+    pods = [worker("j-0-0", "a")]
+    spec = {"nodeGraceSeconds": grace} if grace is not None else {}
+    v = view(nodes, pods, [job(replicas=1, status=RUNNING)], [pool(1, **spec)])
+    return dataclasses.replace(v, leases={"a": NOW - lease_age, "s": NOW})
+
+
+def test_a_node_whose_kubelet_lease_is_stale_past_the_grace_is_drained_and_fenced() -> None:
+    plan = decide(_dead_view(lease_age=CFG.node_grace_seconds + 1), NOW)
+    assert states(plan)["a"] is NodeState.DRAINING
+    assert plan.of(RecordFault)[0].signal == "node-unreachable"
+    assert SetOutOfService("a", True) in plan.of(SetOutOfService)
+    # No kubelet would end a graceful eviction: the worker is deleted with grace 0.
+    assert plan.of(EvictPod) == []
+    assert [(a.name, a.force) for a in plan.of(DeletePod)] == [("j-0-0", True)]
+    (replacement,) = created(plan)
+    assert replacement.nominated_node == "s" and replacement.replaces_node == "a"
+    # The heal counts from the kubelet's last sign of life.
+    assert replacement.fault_at == NOW - CFG.node_grace_seconds - 1
+
+
+def test_a_pod_left_terminating_on_a_dead_node_is_force_deleted_so_the_node_can_heal() -> None:
+    draining = node("a", NodeState.DRAINING)
+    stuck = worker("j-0-0", "a", deleting=True)
+    v = dataclasses.replace(view([draining], [stuck], pools=[pool(0)]), leases={"a": NOW - 3600})
+    assert [(a.name, a.force) for a in decide(v, NOW).of(DeletePod)] == [("j-0-0", True)]
+
+
+def test_within_the_grace_nothing_happens_but_a_pass_is_due_when_it_ends() -> None:
+    plan = decide(_dead_view(lease_age=5), NOW)
+    assert states(plan) == {} and plan.of(DeletePod) == []
+    assert plan.wake_at == NOW - 5 + CFG.node_grace_seconds
+
+
+def test_a_pool_sets_its_own_grace() -> None:
+    assert states(decide(_dead_view(lease_age=5, grace=3), NOW))["a"] is NodeState.DRAINING
+
+
+def test_a_node_not_ready_past_the_grace_is_dead_even_with_a_fresh_lease() -> None:
+    v = _dead_view(lease_age=0, ready=False, ready_since=NOW - 60)
+    assert states(decide(v, NOW))["a"] is NodeState.DRAINING
+
+
+def test_a_dead_agent_on_a_live_kubelet_is_unknown_not_dead() -> None:
+    plan = decide(_dead_view(lease_age=1, heartbeat=NOW - 3600), NOW)
+    assert states(plan) == {} and plan.of(DeletePod) == []
+
+
+def test_a_dead_node_returns_to_the_buffer_only_after_remediation_and_then_loses_its_fence() -> (
+    None
+):
+    healing = node(
+        "a",
+        NodeState.HEALING,
+        out_of_service=True,
+        remediation=RemediationStatus(
+            Remediation.DIAGNOSE, requested_at=NOW - 10, attempts=1, result=Result.SUCCEEDED
+        ),
+        since=NOW - 3600,
+    )
+    v = dataclasses.replace(view([healing], pools=[pool(0)]), leases={"a": NOW})
+    plan = decide(v, NOW)
+    assert states(plan)["a"] in (NodeState.SPARE, NodeState.ACTIVE)  # healed, then placed
+    assert plan.of(SetOutOfService) == [SetOutOfService("a", False)]
+    still_dead = dataclasses.replace(v, leases={"a": NOW - 3600})
+    plan = decide(still_dead, NOW)
+    assert states(plan) == {} and plan.of(SetOutOfService) == []
 
 
 def test_drained_node_goes_healing_with_the_remediation_its_fault_calls_for() -> None:
