@@ -123,6 +123,7 @@ def _agent(args: argparse.Namespace) -> int:
             dcgm_url=args.dcgm_url,
             faults=faults or (lambda: None),
             fault_file=Path(args.fault_file) if args.fault_file else None,
+            watch=publisher.watch if publisher is not None else None,
         )
     except NoBackendError as err:
         print(f"valet agent: {err}", file=sys.stderr)
@@ -161,10 +162,15 @@ def _agent(args: argparse.Namespace) -> int:
         return 0
     assert publisher is not None
     metrics = AgentMetrics(node)
-    agent = Agent(backend, publisher, metrics, classifier, remediator)
+    agent = Agent(backend, publisher, metrics, classifier, remediator, args.event_spacing_seconds)
     stop = threading.Event()
+
+    def shut_down(*_: object) -> None:
+        stop.set()
+        agent.wake()  # out of its wait now, not at the next probe
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
+        signal.signal(sig, shut_down)
     start_http_server(args.metrics_port, registry=metrics.registry)
     _serve_health(args.health_port, agent.ready, stop)
     structlog.get_logger("valet.agent").info("agent started", node=node, backend=backend.name)
@@ -338,6 +344,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="GPUs the node should have (fewer is a fault); simulated: how many",
     )
     agent.add_argument("--interval", type=float, default=10.0, help="seconds between probes")
+    agent.add_argument(
+        "--event-spacing-seconds",
+        type=float,
+        default=0.25,
+        help="least time between two probes triggered by a fault event (an XID storm is"
+        " coalesced); the periodic probe keeps --interval",
+    )
     agent.add_argument(
         "--soft-persist-seconds",
         type=float,

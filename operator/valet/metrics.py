@@ -83,8 +83,8 @@ class AgentMetrics:
             )
         for gpu in reading.gpus:
             index = str(gpu.index)
-            for xid in gpu.xids:
-                self.xid.labels(node, index, str(xid)).inc()
+            for xid, events in gpu.xid_events or tuple((x, 1) for x in gpu.xids):
+                self.xid.labels(node, index, str(xid)).inc(events)
             for kind, counter, value in (
                 ("sbe", "volatile", gpu.ecc_sbe_volatile),
                 ("dbe", "volatile", gpu.ecc_dbe_volatile),

@@ -23,9 +23,10 @@ from valet.model import remediation
 from valet.model.enums import Remediation
 
 
-async def with_agent(cap: Cap, test: Any) -> Emulator:
+async def with_agent(cap: Cap, test: Any, *, watch: bool = False) -> Emulator:
     """Run ``test(api, agent)`` with the simulated agent of node n1 against the emulator,
-    which it returns (its request record included)."""
+    which it returns (its request record included). With ``watch``, the backend watches the
+    Node for injected faults once the agent's loop starts its events."""
     async with serve() as (emulator, url):
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "kubeconfig"
@@ -36,7 +37,10 @@ async def with_agent(cap: Cap, test: Any) -> Emulator:
             publisher = NodePublisher(k8s_client.CoreV1Api(agent_client), "n1")
             classifier = Classifier()
             backend = SimulatedBackend(
-                "n1", 8, lambda: publisher.current()[1].get(FAULTS_ANNOTATION)
+                "n1",
+                8,
+                lambda: publisher.current()[1].get(FAULTS_ANNOTATION),
+                watch=publisher.watch if watch else None,
             )
             remediator = Remediator(SimulatedExecutor(0.05), cap, classifier.clear)
             agent = Agent(backend, publisher, AgentMetrics("n1"), classifier, remediator)

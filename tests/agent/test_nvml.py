@@ -192,3 +192,15 @@ def test_xid_storm_keeps_memory_bounded() -> None:
     assert peak < 2_000_000  # bytes: the storm is counted, not stored
     assert all(set(g.xids) <= {13, 79} and len(g.xids) <= 2 for r in readings for g in r.gpus)
     assert sum(backend.xid_counts.values()) == 48_000  # every event counted, none lost
+
+
+def test_xids_land_on_their_gpu_though_handles_are_unhashable_pointers() -> None:
+    # pynvml's handles are ctypes pointers, and an event's ``device`` is a new pointer
+    # object at every read: dict lookups by handle raised TypeError on real NVML.
+    fake = FakeNvml(gpus())
+    backend = NvmlBackend(fake)
+    with pytest.raises(TypeError):
+        hash(backend.devices[2].handle)
+    fake.xid(2, 79)
+    reading = backend.probe()
+    assert [g.xids for g in reading.gpus] == [(), (), (79,), ()]

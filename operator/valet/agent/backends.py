@@ -8,7 +8,7 @@ from pathlib import Path
 from valet.agent.dcgm import DEFAULT_URL, DcgmBackend, DcgmUnavailableError
 from valet.agent.nvml import NvmlBackend, NvmlUnavailableError
 from valet.agent.readings import Backend
-from valet.agent.simulated import SimulatedBackend
+from valet.agent.simulated import AnnotationWatch, SimulatedBackend
 
 BACKENDS = ("auto", "nvml", "dcgm", "simulated")
 
@@ -25,9 +25,10 @@ def open_backend(
     dcgm_url: str = DEFAULT_URL,
     faults: Callable[[], str | None] = lambda: None,
     fault_file: Path | None = None,
+    watch: AnnotationWatch | None = None,
 ) -> Backend:
     if kind == "simulated":
-        return SimulatedBackend(node, expected or 8, faults, fault_file)
+        return SimulatedBackend(node, expected or 8, faults, fault_file, watch)
     problems = []
     if kind in ("auto", "nvml"):
         try:

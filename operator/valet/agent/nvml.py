@@ -3,24 +3,41 @@
 The pynvml module is a constructor argument, so tests drive this code through a fake
 module with the same functions, constants and exception class. Every per-device call
 is guarded on its own: one broken GPU, or one unsupported query, never stops the probe
-of the others. XIDs come from an NVML event set registered for critical XID errors; it
-is drained completely on every probe (bounded per probe), so no event is missed
-between probes and an XID storm cannot grow memory without bound.
+of the others.
+
+XIDs come from an NVML event set registered for critical XID errors. Once the agent's
+loop calls ``start_events``, a thread of its own waits on the set
+(``nvmlEventSetWait_v2``), counts every event by GPU and code, and calls ``notify`` for a
+hard XID (one the fault table drains on) or a GPU lost, so the loop probes at once. The
+next probe takes the counts; memory stays bounded by the number of distinct codes, however
+many events arrive. Without the thread (``--once``, a diagnostics probe) each probe drains
+the set itself, bounded per probe. Either way no event is missed between probes.
+
+pynvml's device handles are ctypes pointers: unhashable, and an event's ``device`` is a
+new pointer object at every read, so GPUs are matched by the address a handle points to.
 """
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 import importlib
+import threading
 from collections import Counter
 from collections.abc import Callable
 from types import ModuleType
 from typing import Any, TypeVar
 
-from valet.agent.readings import GpuReading, NodeReading
+import structlog
 
+from valet.agent.readings import GpuReading, NodeReading
+from valet.model.faults import rule_for, xid_signal
+
+log = structlog.get_logger("valet.agent.nvml")
 _T = TypeVar("_T")
-MAX_EVENTS_PER_PROBE = 10_000
+MAX_EVENTS_PER_PROBE = 10_000  # without the watcher thread: events one probe drains
+WAIT_MS = 250  # the watcher's longest wait: how long close() may wait for it to leave
+RETRY_SECONDS = 1.0  # after an event-set error other than a timeout
 
 
 class NvmlUnavailableError(RuntimeError):
@@ -35,6 +52,11 @@ class _Device:
     lost: bool = False
 
 
+def device_key(handle: Any) -> int:
+    """The address a pynvml device handle points to: the same for every pointer to a GPU."""
+    return ctypes.cast(handle, ctypes.c_void_p).value or 0
+
+
 class NvmlBackend:
     name = "nvml"
 
@@ -43,8 +65,13 @@ class NvmlBackend:
         nvml: Any = module if module is not None else importlib.import_module("pynvml")
         self.nvml = nvml
         self.expected = expected
-        self.xid_counts: Counter[int] = Counter()  # every XID seen, by code (for metrics)
-        self.dropped_events = 0
+        self.xid_counts: Counter[int] = Counter()  # every XID seen, by code
+        self.dropped_events = 0  # probes that left events for the next (no watcher thread)
+        self._lock = threading.Lock()  # the watcher thread's counts and errors
+        self._pending: dict[int, Counter[int]] = {}  # device key → code → events since a probe
+        self._event_errors: dict[str, None] = {}  # distinct, until the next probe reports them
+        self._closing = threading.Event()
+        self._watcher: threading.Thread | None = None
         try:
             nvml.nvmlInit()
         except nvml.NVMLError as err:
@@ -72,7 +99,19 @@ class NvmlBackend:
                     self.events,
                 )
 
+    def start_events(self, notify: Callable[[], None]) -> None:
+        """Wait on the XID event set in a thread; call ``notify`` for a hard XID or a lost GPU."""
+        if self.events is None or self._watcher is not None:
+            return
+        self._watcher = threading.Thread(
+            target=self._watch, args=(notify,), name="nvml-xid-events", daemon=True
+        )
+        self._watcher.start()
+
     def close(self) -> None:
+        self._closing.set()
+        if self._watcher is not None:
+            self._watcher.join()  # within WAIT_MS: the set must not be freed under a waiter
         if self.events is not None:
             self._safe(None, [], "", self.nvml.nvmlEventSetFree, self.events)
         self._safe(None, [], "", self.nvml.nvmlShutdown)
@@ -120,33 +159,70 @@ class NvmlBackend:
 
     # --- probing -----------------------------------------------------------------------
 
-    def _drain_xids(self) -> dict[Any, list[int]]:
+    def _record(self, event: Any) -> bool:
+        """Count one event; True when it is a hard XID (the agent should probe now)."""
+        xid = int(event.eventData)
+        with self._lock:
+            self.xid_counts[xid] += 1
+            self._pending.setdefault(device_key(event.device), Counter())[xid] += 1
+        return rule_for(xid_signal(xid)).action.drains
+
+    def _watch(self, notify: Callable[[], None]) -> None:
         nvml = self.nvml
-        found: dict[Any, list[int]] = {}
+        while not self._closing.is_set():
+            try:
+                event = nvml.nvmlEventSetWait_v2(self.events, WAIT_MS)
+            except nvml.NVMLError as err:
+                code = getattr(err, "value", None)
+                if code == nvml.NVML_ERROR_TIMEOUT:
+                    continue
+                with self._lock:
+                    self._event_errors[f"event wait: {err}"] = None
+                if code == nvml.NVML_ERROR_GPU_IS_LOST:
+                    notify()  # the probe marks which GPU
+                self._closing.wait(RETRY_SECONDS)  # a broken set must not spin
+                continue
+            except Exception:  # the thread must outlive a surprise; the probe still runs
+                log.exception("XID event wait failed")
+                self._closing.wait(RETRY_SECONDS)
+                continue
+            if self._record(event):
+                notify()
+
+    def _drain_xids(self) -> None:
+        """Without the watcher thread: take what the event set holds now, bounded."""
+        nvml = self.nvml
         if self.events is None:
-            return found
+            return
         for _ in range(MAX_EVENTS_PER_PROBE):
             try:
                 event = nvml.nvmlEventSetWait_v2(self.events, 0)
             except nvml.NVMLError as err:
                 if getattr(err, "value", None) != nvml.NVML_ERROR_TIMEOUT:
                     self.errors.append(f"event wait: {err}")
-                return found
-            xid = int(event.eventData)
-            self.xid_counts[xid] += 1
-            codes = found.setdefault(event.device, [])
-            if xid not in codes:  # one of each code per probe is all classification needs
-                codes.append(xid)
+                return
+            self._record(event)
         self.dropped_events += 1  # more than a probe's worth: the rest wait for the next probe
-        return found
+
+    def _take_xids(self) -> dict[int, Counter[int]]:
+        """The events since the previous probe, by device key and code (arrival order)."""
+        if self._watcher is None:
+            self._drain_xids()
+        with self._lock:
+            taken, self._pending = self._pending, {}
+            self.errors.extend(self._event_errors)
+            self._event_errors = {}
+        return taken
 
     def probe(self) -> NodeReading:
         self.errors = []
-        xids = self._drain_xids()
-        readings = tuple(self._read(d, xids.get(d.handle, [])) for d in self.devices)
+        xids = self._take_xids()
+        readings = tuple(
+            self._read(d, xids.get(device_key(d.handle), Counter())) for d in self.devices
+        )
         return NodeReading(readings, expected=self.expected, probe_errors=tuple(self.errors))
 
-    def _read(self, d: _Device, xids: list[int]) -> GpuReading:
+    def _read(self, d: _Device, xids: Counter[int]) -> GpuReading:
         nvml, h = self.nvml, d.handle
         errors: list[str] = []
 
@@ -178,7 +254,8 @@ class NvmlBackend:
             index=d.index,
             uuid=d.uuid,
             lost=d.lost,
-            xids=tuple(xids),
+            xids=tuple(xids),  # one of each code is all classification needs
+            xid_events=tuple(xids.items()),
             ecc_sbe_volatile=ecc[(corrected, volatile)],
             ecc_dbe_volatile=ecc[(uncorrected, volatile)],
             ecc_sbe_aggregate=ecc[(corrected, aggregate)],

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Protocol
+from collections.abc import Callable
+from typing import Protocol, runtime_checkable
 
 
 @dataclasses.dataclass(frozen=True)
@@ -11,7 +12,10 @@ class GpuReading:
     index: int
     uuid: str = ""
     lost: bool = False  # fell off the bus / NVML_ERROR_GPU_IS_LOST
-    xids: tuple[int, ...] = ()  # XID events seen since the previous probe
+    xids: tuple[int, ...] = ()  # XID codes seen since the previous probe
+    # (code, events) since the previous probe, where the backend counts them; else each of
+    # ``xids`` counts once.
+    xid_events: tuple[tuple[int, int], ...] = ()
     ecc_sbe_volatile: int | None = None
     ecc_dbe_volatile: int | None = None
     ecc_sbe_aggregate: int | None = None
@@ -43,3 +47,11 @@ class Backend(Protocol):
     def probe(self) -> NodeReading: ...
 
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class EventSource(Protocol):
+    """A backend that can tell the agent a fault arrived, so it probes now, not at the next
+    interval (NVML's XID events, a simulated fault injected). ``close`` stops it."""
+
+    def start_events(self, notify: Callable[[], None]) -> None: ...

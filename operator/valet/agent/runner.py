@@ -1,7 +1,16 @@
-"""One agent step: probe → classify → publish on the Node → metrics; and the loop around it."""
+"""One agent step: probe → classify → publish on the Node → metrics; and the loop around it.
+
+The loop probes every ``interval`` seconds and, where the backend reports faults as they
+happen (``EventSource``: NVML's XID events, a simulated fault injected), at once when one
+arrives. Event-triggered steps are coalesced: at most one per ``event_spacing`` seconds,
+and they write to the Node only when the verdict changed (the periodic step always
+writes: it carries the heartbeat), so an XID storm costs a few reads a second and the
+writes of the verdict changes it causes.
+"""
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections.abc import Mapping
@@ -10,7 +19,7 @@ from typing import Any, Protocol
 import structlog
 
 from valet.agent.classify import Classifier
-from valet.agent.readings import Backend
+from valet.agent.readings import Backend, EventSource
 from valet.agent.remediation import Remediator
 from valet.metrics import AgentMetrics
 from valet.model import nodehealth
@@ -18,6 +27,7 @@ from valet.model.enums import Health
 from valet.model.nodehealth import Verdict
 
 log = structlog.get_logger("valet.agent")
+EVENT_SPACING = 0.25  # seconds: the least time between two event-triggered steps
 
 
 class Publisher(Protocol):
@@ -44,16 +54,25 @@ class Agent:
         metrics: AgentMetrics,
         classifier: Classifier | None = None,
         remediator: Remediator | None = None,
+        event_spacing: float = EVENT_SPACING,
     ) -> None:
         self.backend, self.publisher, self.metrics = backend, publisher, metrics
         self.classifier = classifier or Classifier()
         self.remediator = remediator
+        self.event_spacing = event_spacing
         self.last_health: Health | None = None
         self.since = 0.0
         self.published_annotation: str | None = None
         self.ready = threading.Event()  # set after the first successful publish
+        self._wake = threading.Event()
 
-    def step(self, now: float) -> Verdict:
+    def wake(self) -> None:
+        """A fault arrived (from any thread): ``run`` steps now rather than at the interval."""
+        self._wake.set()
+
+    def step(self, now: float, *, heartbeat: bool = True) -> Verdict:
+        """Probe, classify, publish. Without ``heartbeat`` (an event-triggered step) the
+        Node is written only if the condition or the per-GPU detail changed."""
         started = time.perf_counter()
         reading = self.backend.probe()
         verdict = self.classifier.classify(reading, now)
@@ -72,10 +91,10 @@ class Agent:
             self.published_annotation = annotations.get(nodehealth.ANNOTATION)
         text = nodehealth.annotation(verdict, self.since)
         changed = text != self.published_annotation
-        self.publisher.publish(
-            nodehealth.condition(verdict, now, previous), text if changed else None
-        )
-        self.published_annotation = text
+        condition = nodehealth.condition(verdict, now, previous)
+        if heartbeat or changed or _differs(condition, previous):
+            self.publisher.publish(condition, text if changed else None)
+            self.published_annotation = text
         if self.remediator is not None:
             answer = self.remediator.step(annotations, now)
             if answer:
@@ -85,11 +104,42 @@ class Agent:
         return verdict
 
     def run(self, interval: float, stop: threading.Event) -> None:
-        """Probe every ``interval`` seconds until ``stop`` is set; a failed step is logged."""
-        while not stop.is_set():
-            try:
-                self.step(time.time())
-            except Exception:  # one failed step must not end the agent
-                log.exception("probe step failed", node=self.metrics.node)
-            stop.wait(interval)
-        self.backend.close()
+        """Step every ``interval`` seconds, and on ``wake`` (no sooner than ``event_spacing``
+        after the previous event-triggered step), until ``stop`` is set; a failed step is
+        logged. Call ``wake`` after setting ``stop`` to end a wait at once. Closes the
+        backend (and its event thread) on the way out."""
+        if isinstance(self.backend, EventSource):
+            self.backend.start_events(self.wake)
+        due = time.monotonic()  # of the next periodic step
+        last_event = -math.inf  # when the last event-triggered step started
+        try:
+            while not stop.is_set():
+                now = time.monotonic()
+                if now >= due:
+                    self._wake.clear()  # this probe covers whatever woke the loop
+                    self._step(heartbeat=True)
+                    due = now + interval
+                elif self._wake.is_set():
+                    ready = last_event + self.event_spacing
+                    if now < ready:  # coalesce: more events wait for this one's spacing
+                        stop.wait(min(ready, due) - now)
+                        continue
+                    self._wake.clear()  # before the probe: a later event wakes it again
+                    last_event = now
+                    self._step(heartbeat=False)
+                else:
+                    self._wake.wait(due - now)
+        finally:
+            self.backend.close()
+
+    def _step(self, *, heartbeat: bool) -> None:
+        try:
+            self.step(time.time(), heartbeat=heartbeat)
+        except Exception:  # one failed step must not end the agent
+            log.exception("probe step failed", node=self.metrics.node)
+
+
+def _differs(condition: Mapping[str, Any], previous: Mapping[str, Any] | None) -> bool:
+    return previous is None or any(
+        previous.get(key) != condition[key] for key in ("status", "reason", "message")
+    )

@@ -4,12 +4,18 @@ Faults come from the Node annotation ``valet.dev/sim-faults`` (what ``valet sim 
 writes) or a local JSON file, as a list of ``{"gpu": 3, "xid": 79}`` or
 ``{"gpu": 3, "signal": "ecc-dbe"}``. A fault stays until it is removed, as a real
 one stays until remediation; the reading has the same shape as NVML's and DCGM's.
+
+Like NVML's XID events, an injected fault reaches the agent at once (``start_events``):
+a thread reads the fault file every ``FILE_POLL_SECONDS``, and ``watch``, where given,
+streams the Node's annotations (``NodePublisher.watch``); a change of the injected
+faults calls ``notify``, and the agent probes now rather than at its next interval.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import threading
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -21,6 +27,10 @@ from valet.model.enums import GROUP, Remediation
 
 FAULTS_ANNOTATION = f"{GROUP}/sim-faults"
 LEMON_ANNOTATION = f"{GROUP}/sim-lemon"  # "true": every remediation of this node fails
+FILE_POLL_SECONDS = 0.05
+
+# Streams a Node's annotations to the callback at every change until the Event is set.
+AnnotationWatch = Callable[[Callable[[Mapping[str, str]], None], threading.Event], None]
 
 # Named signals → the reading field that shows them.
 _SIGNAL_FIELDS: dict[str, dict[str, Any]] = {
@@ -83,11 +93,60 @@ class SimulatedBackend:
         gpus: int = 8,
         faults: Callable[[], str | None] = lambda: None,
         fault_file: Path | None = None,
+        watch: AnnotationWatch | None = None,
     ) -> None:
         self.node, self.gpus, self.faults, self.fault_file = node, gpus, faults, fault_file
+        self.watch = watch
+        self._closing = threading.Event()
+        self._file_thread: threading.Thread | None = None
+        self._started = False
+
+    def start_events(self, notify: Callable[[], None]) -> None:
+        """Call ``notify`` when the injected faults change (file or annotation)."""
+        if self._started:
+            return
+        self._started = True
+        if self.fault_file is not None:
+            self._file_thread = threading.Thread(
+                target=self._watch_file, args=(notify,), name="sim-fault-file", daemon=True
+            )
+            self._file_thread.start()
+        if self.watch is not None:
+            # Not joined on close: it leaves at the stream's next event or reconnect.
+            threading.Thread(
+                target=self._watch_node, args=(notify,), name="sim-fault-annotation", daemon=True
+            ).start()
 
     def close(self) -> None:
-        pass
+        self._closing.set()
+        if self._file_thread is not None:
+            self._file_thread.join()
+
+    def _read_file(self) -> str | None:
+        try:
+            return self.fault_file.read_text() if self.fault_file is not None else None
+        except OSError:
+            return None
+
+    def _watch_file(self, notify: Callable[[], None]) -> None:
+        last = self._read_file()
+        while not self._closing.wait(FILE_POLL_SECONDS):
+            text = self._read_file()
+            if text != last:
+                last = text
+                notify()
+
+    def _watch_node(self, notify: Callable[[], None]) -> None:
+        assert self.watch is not None
+        last: list[str | None] = []
+
+        def seen(annotations: Mapping[str, str]) -> None:
+            text = annotations.get(FAULTS_ANNOTATION)
+            if last and text != last[0]:
+                notify()
+            last[:] = [text]
+
+        self.watch(seen, self._closing)
 
     def _sources(self) -> list[str | None]:
         texts = [self.faults()]
