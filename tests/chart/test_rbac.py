@@ -52,6 +52,7 @@ AGENT: set[Rule] = {
     ("", "nodes", "patch", ""),
     ("", "nodes/status", "patch", ""),
 }
+SIMULATED_AGENT: set[Rule] = {("", "nodes", "watch", "")}  # its own Node, for injected faults
 
 
 def flatten(role: dict[str, Any]) -> set[Rule]:
@@ -87,6 +88,11 @@ def test_ha_adds_only_the_leader_election_lease() -> None:
     assert granted == {"valet-operator": OPERATOR | LEADER_ELECTION, "valet-agent": AGENT}
     (role,) = of_kind(render(VARIANTS["ha-operator"]), "Role")
     assert role["metadata"]["namespace"] == "valet-system"  # not a ClusterRole: one namespace
+
+
+def test_the_simulated_agent_adds_only_a_watch_of_nodes() -> None:
+    granted = rules_by_subject(render(VARIANTS["simulated-agent"]))
+    assert granted == {"valet-operator": OPERATOR, "valet-agent": AGENT | SIMULATED_AGENT}
 
 
 def test_no_wildcards_and_no_secrets() -> None:

@@ -5,7 +5,9 @@ the chart grants (tests/chart/test_rbac.py pins those rules)."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import threading
 from collections.abc import Iterable
 
 import pytest
@@ -15,6 +17,7 @@ from tests.chart.render import VARIANTS, render
 from tests.chart.test_rbac import Rule, rules_by_subject
 from tests.emulator.server import Request
 from tests.integration.harness import EMULATOR, cluster, fast_options, state_of
+from valet.agent.readings import EventSource
 from valet.agent.remediation import Cap
 from valet.agent.runner import Agent
 from valet.k8s.client import Api, core_path, valet_path
@@ -118,4 +121,29 @@ async def test_the_agent_needs_exactly_its_rbac() -> None:
     requests = [r for r in emulator.requests if r.user_agent.startswith("valet-agent/")]
     assert requests and all(r.name == "n1" for r in requests), "the agent touched another node"
     rules = GRANTED["valet-agent"]
+    assert check(requests, rules) == rules
+
+
+async def test_the_simulated_agent_needs_exactly_its_rbac() -> None:
+    """The chart's simulated agent also watches its own Node, for injected faults."""
+
+    async def scenario(api: Api, agent: Agent) -> None:
+        assert isinstance(agent.backend, EventSource)
+        woken = threading.Event()
+        agent.backend.start_events(woken.set)
+        try:
+            await step(agent)
+            await inject_fault(api, "n1", 3, 79, None)
+            assert await asyncio.to_thread(woken.wait, 10), "the watch never saw the fault"
+            await step(agent)
+            await request_remediation(api, Remediation.REBOOT, 1)
+            await until_answered(api, agent)
+        finally:
+            agent.backend.close()
+
+    emulator = await with_agent(Cap(3, 3600), scenario, watch=True)
+    requests = [r for r in emulator.requests if r.user_agent.startswith("valet-agent/")]
+    own = [r.name == "n1" or r.query.get("fieldSelector") == "metadata.name=n1" for r in requests]
+    assert requests and all(own), "the agent touched another node"
+    rules = rules_by_subject(render(VARIANTS["simulated-agent"]))["valet-agent"]
     assert check(requests, rules) == rules
