@@ -91,11 +91,12 @@ def pool(
     buffer: int = 1,
     workloads: list[dict[str, Any]] | None = None,
     status: Any = None,
+    hot: int | str | None = None,
     **spec: Any,
 ) -> Pool:
     raw = {
         "nodeSelector": {"pool": "a"},
-        "buffer": {"count": buffer},
+        "buffer": {"count": buffer, **({"hot": hot} if hot is not None else {})},
         "allowedNamespaces": ["batch"],
         "workloads": workloads or [],
         **spec,

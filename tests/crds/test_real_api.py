@@ -407,6 +407,16 @@ SP_REJECTED: list[tuple[Any, ...]] = [
         "spec.buffer.percent in body must be of type integer",
     ),
     (
+        "buffer-hot-word",
+        {"spec.buffer.hot": "all"},
+        'spec.buffer.hot: Invalid value: "all": buffer.hot takes a count from 0 to 1000, or "auto"',
+    ),
+    (
+        "buffer-hot-negative",
+        {"spec.buffer.hot": -1},
+        'buffer.hot takes a count from 0 to 1000, or "auto"',
+    ),
+    (
         "notice-too-long",
         {"spec.preemption.noticeSeconds": 7200},
         "spec.preemption.noticeSeconds in body should be less than or equal to 3600",
@@ -628,6 +638,8 @@ SP_ACCEPTED: list[tuple[str, dict[str, Any]]] = [
     ("name-with-dots", {"metadata.name": f"h100.{TOKEN}.eu-1"}),
     ("node-selector-empty-value", {"spec.nodeSelector": {"example.com/gpu": ""}}),
     ("buffer-count-zero", {"spec.buffer": {"count": 0}}),
+    ("buffer-hot-count", {"spec.buffer.hot": 2}),
+    ("buffer-hot-auto", {"spec.buffer.hot": "auto"}),
     ("no-workloads-no-namespaces", {"spec.workloads": DELETE, "spec.allowedNamespaces": DELETE}),
     ("workload-name-40-chars", {f"{WL}.name": "w" * 40}),
     (

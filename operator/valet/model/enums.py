@@ -141,6 +141,7 @@ class Reason(enum.StrEnum):
     CIRCUIT_BREAKER_OPEN = "CircuitBreakerOpen"
     SPOT_PACKED = "SpotPacked"
     SPOT_PREEMPTED = "SpotPreempted"
+    HOT_SPARE = "HotSpare"
     SHARD_DONE = "ShardDone"
     SHARD_REQUEUED = "ShardRequeued"
     BUFFER_EXHAUSTED = "BufferExhausted"

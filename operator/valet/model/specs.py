@@ -215,6 +215,10 @@ class TrainingJobStatus:
 class Buffer:
     count: int | None = None
     percent: int | None = None
+    # Spares kept unpacked so that a failure takes one at once: a count, or "auto" (sized
+    # from the pool's failure rate and notice, see valet.policy.buffer.auto_hot).
+    hot: int | None = None
+    hot_auto: bool = False
 
     def target(self, pool_size: int) -> int:
         if self.count is not None:
@@ -266,9 +270,13 @@ class SpotPoolSpec:
             raise SpecError(f"{path}.nodeSelector", "must select nodes with at least one label")
         buf = p.mapping(raw, "buffer", path)
         bpath = f"{path}.buffer"
+        hot = buf.get("hot")
+        hot_auto = hot == "auto"
         buffer = Buffer(
             count=p.optional_integer(buf, "count", bpath, minimum=0),
             percent=p.optional_integer(buf, "percent", bpath, minimum=0),
+            hot=None if hot_auto else p.optional_integer(buf, "hot", bpath, minimum=0),
+            hot_auto=hot_auto,
         )
         if buffer.count is not None and buffer.percent is not None:
             raise SpecError(bpath, "give count or percent, not both")

@@ -1,6 +1,9 @@
-"""The healing buffer: keep each pool's target number of spares, no more, no fewer."""
+"""The healing buffer: keep each pool's target number of spares, no more, no fewer; keep
+``buffer.hot`` of them unpacked, so that a failure takes one at once."""
 
 from __future__ import annotations
+
+import math
 
 from valet.model.enums import NodeState, Reason
 from valet.model.view import Node, Pool
@@ -47,3 +50,53 @@ def rebalance(ps: Pass, cap: Capacity) -> None:
             ps.set_state(
                 node.name, NodeState.SPARE, Reason.NODE_SPARE, f"held in the buffer of {pool.name}"
             )
+
+
+# --- hot spares ---------------------------------------------------------------------------
+
+HOT_RISK = 0.01  # "auto": more failures than hot spares within one notice, at most this likely
+FAILURE_WINDOW_SECONDS = 7 * 24 * 3600.0  # the pool's failure rate is observed over this
+
+
+def auto_hot(failures_per_second: float, notice_seconds: float, risk: float = HOT_RISK) -> int:
+    """The smallest k such that more than k failures within one notice period are less
+    likely than ``risk``, failures being Poisson: P(N > k) < risk, N ~ Poisson(rate·notice).
+    At least 1: the first failure is the one users notice."""
+    mean = failures_per_second * notice_seconds
+    k, cdf = 0, _poisson_pmf(0, mean)
+    while 1.0 - cdf >= risk and k < 100_000:
+        k += 1
+        cdf += _poisson_pmf(k, mean)
+    return max(1, k)
+
+
+def _poisson_pmf(k: int, mean: float) -> float:
+    if mean <= 0:
+        return 1.0 if k == 0 else 0.0
+    return math.exp(k * math.log(mean) - mean - math.lgamma(k + 1))
+
+
+def hot_target(ps: Pass, pool: Pool) -> int:
+    """Spares to keep unpacked: the pool's count, or ``auto_hot`` over its observed failures."""
+    buf = pool.spec.buffer
+    if buf.hot_auto:
+        since = ps.now - FAILURE_WINDOW_SECONDS
+        failures = sum(1 for n in ps.pool_nodes[pool.name] for t in n.faults if t >= since)
+        return auto_hot(failures / FAILURE_WINDOW_SECONDS, pool.spec.notice_seconds)
+    return buf.hot or 0
+
+
+def hot_spares(ps: Pass, pool: Pool, cap: Capacity) -> list[Node]:
+    """The spares kept hot: those with the fewest spot GPUs (a spare being cleared holds
+    none that are live, so it stays chosen while its pods serve their notice)."""
+    want = hot_target(ps, pool)
+    if want <= 0:
+        return []
+    spares = [n for n in spares_of(ps, pool) if ps.placeable(n)]
+
+    def packed(node: Node) -> int:
+        return sum(
+            p.gpus for p in cap.spot.get(node.name, ()) if p.live and p.key not in ps.evicted
+        )
+
+    return sorted(spares, key=lambda n: (packed(n), n.name))[:want]

@@ -15,6 +15,7 @@ from valet.model.plan import BindPod, CreatePod
 from valet.model.shards import ShardSet
 from valet.model.specs import Workload
 from valet.model.view import Pod, Pool
+from valet.policy.buffer import hot_spares
 from valet.policy.capacity import Capacity
 from valet.policy.jobs import preempt
 from valet.policy.pass_ import Pass
@@ -106,11 +107,22 @@ def _pending(ps: Pass, pool: Pool, wl: Workload, ledger: PoolLedger) -> Iterator
 
 
 def pack_spot(ps: Pass, cap: Capacity, ledgers: dict[str, PoolLedger]) -> None:
-    """Fill idle GPUs, spares first and fullest first, sharing by workload weight."""
+    """Fill idle GPUs, spares first and fullest first, sharing by workload weight; hot
+    spares stay empty (their spot pods leave with notice)."""
     for pool in ps.view.pools:
+        hot = {n.name for n in hot_spares(ps, pool, cap)}
+        for name in sorted(hot):
+            for pod in list(cap.spot.get(name, ())):
+                if pod.live and pod.key not in ps.evicted:
+                    cap.remove_spot(pod)
+                    preempt(ps, pod, f"keeping {name} a hot spare", Reason.HOT_SPARE)
         if not pool.spec.workloads:
             continue
-        nodes = [n for n in ps.pool_nodes[pool.name] if ps.placeable(n) and cap.free[n.name] > 0]
+        nodes = [
+            n
+            for n in ps.pool_nodes[pool.name]
+            if ps.placeable(n) and cap.free[n.name] > 0 and n.name not in hot
+        ]
         if not nodes:
             continue
         queues = {wl.name: _pending(ps, pool, wl, ledgers[pool.name]) for wl in pool.spec.workloads}
