@@ -30,8 +30,9 @@ _NAMED: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     "thermal-shutdown": ({}, {"temperature_c": 99.0}),
     "node-problem": ({}, {"health_failing": True}),
 }
-# Signals no GPU reading shows: the node's GPU count, and what diagnostics conclude.
-_NOT_FROM_A_READING = {"gpu-missing", "sdc"}
+# Signals no GPU reading shows: the node's GPU count, what diagnostics conclude, and the
+# operator's own reading of a silent kubelet (tests/unit/test_policy_decisions.py).
+_NOT_FROM_A_READING = {"gpu-missing", "sdc", "node-unreachable"}
 
 
 def _readings(rule: FaultRule) -> tuple[GpuReading, GpuReading]:
