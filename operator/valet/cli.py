@@ -27,8 +27,18 @@ def _fleet_config(args: argparse.Namespace) -> FleetConfig:
         job_nodes=args.job_nodes,
         failure_scale=args.failure_scale,
         notice_seconds=args.notice_seconds,
+        hot=_hot(args.hot),
         shard_minutes=args.shard_minutes,
     )
+
+
+def _hot(value: str | None) -> int | str | None:
+    if value is None or value == "auto":
+        return value
+    try:
+        return int(value)
+    except ValueError:
+        raise SystemExit(f'valet simulate: --hot takes a count or "auto", not {value!r}') from None
 
 
 def _simulate(args: argparse.Namespace) -> int:
@@ -311,6 +321,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--failure-scale", type=float, default=1.0, help="multiply Llama 3's failure rate"
     )
     sim.add_argument("--notice-seconds", type=int, default=30, help="spot preemption notice")
+    sim.add_argument(
+        "--hot",
+        default=None,
+        metavar="N|auto",
+        help="also run valet with this many hot (unpacked) spares, to show what they cost",
+    )
     sim.add_argument(
         "--shard-minutes", type=float, default=120.0, help="mean runtime of a batch-inference shard"
     )

@@ -39,6 +39,9 @@ class FleetConfig:
     restart_minutes: float = 10.0  # re-rendezvous and checkpoint load after any change
     startup_seconds: float = 60.0  # pod start-up
     notice_seconds: int = 30
+    # Hot spares of the pool (a count, or "auto"); when set, a "valet+hot" policy runs too,
+    # so that the report shows what keeping them unpacked costs and gains.
+    hot: int | str | None = None
     shard_minutes: float = 120.0  # mean runtime of one batch-inference shard
     spot_gpus_per_pod: int = 8
     # Shards end on this grid: batch work is chunked to the hour mark (keeps passes few).
@@ -64,14 +67,20 @@ class PolicySetup:
     buffer_percent: float
     spot: bool
     elastic: bool
+    hot: int | str | None = None
 
 
-def standard_policies(buffer_percent: float) -> tuple[PolicySetup, ...]:
-    return (
+def standard_policies(
+    buffer_percent: float, hot: int | str | None = None
+) -> tuple[PolicySetup, ...]:
+    policies = (
         PolicySetup("no-buffer", 0.0, spot=False, elastic=False),
         PolicySetup("idle-buffer", buffer_percent, spot=False, elastic=False),
         PolicySetup("valet", buffer_percent, spot=True, elastic=True),
     )
+    if hot is None:
+        return policies
+    return (*policies, PolicySetup("valet+hot", buffer_percent, True, True, hot))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -175,7 +184,8 @@ class FleetRun:
             SpotPoolSpec.parse(
                 {
                     "nodeSelector": {"pool": POOL},
-                    "buffer": {"count": self.spares},
+                    "buffer": {"count": self.spares}
+                    | ({"hot": setup.hot} if setup.hot is not None else {}),
                     "preemption": {"noticeSeconds": cfg.notice_seconds},
                     "allowedNamespaces": [SPOT_NAMESPACE],
                     "workloads": workloads,
@@ -327,7 +337,7 @@ def simulate(
     progress: Callable[[str, float], None] | None = None,
 ) -> list[PolicyResult]:
     """Run every policy over the same seeded failures; results in the order given."""
-    setups = policies or standard_policies(cfg.buffer_percent)
+    setups = policies or standard_policies(cfg.buffer_percent, cfg.hot)
     failures = draw_failures(cfg.nodes, cfg.seconds, seed=cfg.seed, scale=cfg.failure_scale)
     results = []
     for setup in setups:

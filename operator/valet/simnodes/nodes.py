@@ -245,7 +245,7 @@ class SimNodes:
                 FAULTS_ANNOTATION
             )
             node.annotations = annotations
-            if faults_changed:
+            if faults_changed and node.name not in self.silenced:  # a hung agent sees nothing
                 self._spawn(self._publish(node.name))
             self._maybe_remediate(node)
 
