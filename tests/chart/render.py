@@ -82,3 +82,13 @@ def pod_templates(manifests: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
         for m in manifests
         if m["kind"] in ("Deployment", "DaemonSet", "StatefulSet", "Job")
     }
+
+
+def prometheus_rules(values: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The alert rules the chart ships, in Prometheus's rule-file format (the ``spec`` of its
+    PrometheusRule): what ``promtool`` and a plain Prometheus read. ``values`` are merged
+    over the monitoring-on variant."""
+    merged = {**VARIANTS["monitoring-on"], **(values or {})}
+    merged["alerts"] = {**VARIANTS["monitoring-on"]["alerts"], **(values or {}).get("alerts", {})}
+    (rule,) = of_kind(render(merged), "PrometheusRule")
+    return dict(rule["spec"])
