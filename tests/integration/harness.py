@@ -457,6 +457,7 @@ def spot_pool(
     breaker_percent: int = 50,
     max_remediations: int = 3,
     node_grace: int | None = None,
+    hot: int | str | None = None,
 ) -> dict[str, Any]:
     template: dict[str, Any] = {"spec": {"containers": [{"name": "infer", "image": "infer:1"}]}}
     if runtime is not None:
@@ -475,7 +476,7 @@ def spot_pool(
         "metadata": {"name": name},
         "spec": {
             "nodeSelector": selector or SIM_SELECTOR,
-            "buffer": {"count": spares},
+            "buffer": {"count": spares, **({"hot": hot} if hot is not None else {})},
             "preemption": {"noticeSeconds": notice},
             "lemon": {"failures": lemon_failures, "windowSeconds": 3600},
             "circuitBreaker": {"maxFailedPercent": breaker_percent, "windowSeconds": 600},

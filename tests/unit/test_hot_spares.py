@@ -94,3 +94,13 @@ def test_auto_hot_leaves_less_than_the_risk_of_more_failures_within_a_notice(
     assert _tail(k, mean) < 0.01 + 1e-9
     if k > 1:  # and it is the smallest such k
         assert _tail(k - 1, mean) >= 0.01 - 1e-9
+
+
+def test_an_empty_spare_is_kept_hot_rather_than_one_still_clearing() -> None:
+    clearing = [spot(f"a-s{i}", "a", deleting=True) for i in range(4)]
+    nodes = [node("w"), node("a", NodeState.SPARE), node("b", NodeState.SPARE)]
+    p = pool(2, [workload()], hot=1, preemption={"noticeSeconds": 60})
+    pods = [worker("j-0-0", "w"), *clearing]
+    plan = decide(view(nodes, pods, [job(replicas=1, status=RUNNING)], [p]), NOW)
+    spot_binds = {a.node for a in plan.of(BindPod) if a.name.startswith("p-")}
+    assert spot_binds and "b" not in spot_binds  # b, empty, stays hot; a is packed again

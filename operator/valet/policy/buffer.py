@@ -87,16 +87,18 @@ def hot_target(ps: Pass, pool: Pool) -> int:
 
 
 def hot_spares(ps: Pass, pool: Pool, cap: Capacity) -> list[Node]:
-    """The spares kept hot: those with the fewest spot GPUs (a spare being cleared holds
-    none that are live, so it stays chosen while its pods serve their notice)."""
+    """The spares kept hot: fewest live spot GPUs first (a spare being cleared has none, so
+    it stays chosen while its pods serve their notice), then fewest GPUs held at all (a
+    spare already empty beats one still clearing)."""
     want = hot_target(ps, pool)
     if want <= 0:
         return []
     spares = [n for n in spares_of(ps, pool) if ps.placeable(n)]
 
-    def packed(node: Node) -> int:
-        return sum(
+    def key(node: Node) -> tuple[int, int, str]:
+        packed = sum(
             p.gpus for p in cap.spot.get(node.name, ()) if p.live and p.key not in ps.evicted
         )
+        return packed, node.gpus - cap.free[node.name], node.name
 
-    return sorted(spares, key=lambda n: (packed(n), n.name))[:want]
+    return sorted(spares, key=key)[:want]
