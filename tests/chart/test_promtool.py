@@ -11,7 +11,6 @@ everywhere.
 from __future__ import annotations
 
 import json
-import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -21,6 +20,7 @@ import pytest
 import yaml
 
 from tests.chart.render import CHART, ROOT, VARIANTS, of_kind, prometheus_rules, render
+from tests.docs import anchors
 
 PROMTOOL = shutil.which("promtool")
 NO_PROMTOOL = (
@@ -110,20 +110,6 @@ def test_the_unit_tests_name_only_alerts_the_chart_has() -> None:
     assert set(_cases()) <= set(ALERTS)
 
 
-def _anchors(markdown: str) -> dict[str, str]:
-    """GitHub's anchors of a Markdown file's headings, with each heading's section text."""
-    sections: dict[str, str] = {}
-    anchor = None
-    for line in markdown.splitlines():
-        m = re.match(r"^#{1,6} +(.+?) *$", line)
-        if m:
-            anchor = re.sub(r"[^\w\- ]", "", m.group(1).lower()).replace(" ", "-")
-            sections[anchor] = ""
-        elif anchor is not None:
-            sections[anchor] += line + "\n"
-    return sections
-
-
 @pytest.mark.parametrize("alert", ALERTS)
 def test_every_alert_has_a_runbook_url_to_its_runbook_section(alert: str) -> None:
     manifests = render(VARIANTS["monitoring-on"])
@@ -135,7 +121,7 @@ def test_every_alert_has_a_runbook_url_to_its_runbook_section(alert: str) -> Non
     (grafana_rule,) = [r for g in grafana["groups"] for r in g["rules"] if r["title"] == alert]
     assert grafana_rule["annotations"]["runbook_url"] == url
     path, anchor = url.split("#")
-    section = _anchors((ROOT / path).read_text()).get(anchor)
+    section = anchors((ROOT / path).read_text()).get(anchor)
     assert section is not None, f"{path} has no section #{anchor}"
     for part in ("What it means", "How to check", "What to do"):
         assert part in section, f"{path}#{anchor} does not say {part!r}"
