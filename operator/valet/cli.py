@@ -315,7 +315,7 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--gpus", type=int, default=16384, help="fleet size in GPUs (8 per node)")
     sim.add_argument("--days", type=float, default=54.0, help="simulated days")
     sim.add_argument("--seed", type=int, default=1, help="random seed (runs are reproducible)")
-    sim.add_argument("--buffer-percent", type=float, default=5.0, help="spares, % of nodes")
+    sim.add_argument("--buffer-percent", type=float, default=5.0, help="spares, %% of nodes")
     sim.add_argument("--job-nodes", type=int, default=256, help="nodes per training job")
     sim.add_argument(
         "--failure-scale", type=float, default=1.0, help="multiply Llama 3's failure rate"

@@ -128,6 +128,13 @@ class OperatorMetrics:
             buckets=HEAL_BUCKETS,
             registry=r,
         )
+        self.heal_running_seconds = Histogram(
+            "valet_heal_to_running_seconds",
+            "Fault to replacement worker Running: the heal as the job sees it",
+            ["pool"],
+            buckets=HEAL_BUCKETS,
+            registry=r,
+        )
         self.swaps = Counter(
             "valet_swaps",
             "Workers moved off a failing node onto a spare",

@@ -108,3 +108,12 @@ def test_suspect_travels_in_the_annotation_and_no_condition_means_unknown() -> N
     assert published.verdict is Health.SUSPECT and published.since == 50.0
     assert parse_node_health([], {}).verdict is Health.UNKNOWN
     assert parse_node_health([], {}).heartbeat is None
+
+
+def test_an_injected_xid_is_one_event_however_many_probes_see_it() -> None:
+    faults = ['[{"gpu": 1, "xid": 79}]']
+    backend = SimulatedBackend("n1", 8, faults=lambda: faults[0])
+    counts = [dict(backend.probe().gpus[1].xid_events).get(79, 0) for _ in range(5)]
+    assert counts == [1, 0, 0, 0, 0]
+    faults[0] = '[{"gpu": 1, "xid": 79}, {"gpu": 1, "xid": 79}]'  # the same XID again
+    assert dict(backend.probe().gpus[1].xid_events)[79] == 1

@@ -183,6 +183,14 @@ async def test_xid79_swaps_the_worker_onto_a_spare_and_heals_the_node(backend: B
         assert metric(c, "valet_heal_latency_seconds_count", pool=c.pool_name) == 1
         assert metric(c, "valet_preemptions_total", pool=c.pool_name) == 4
 
+        async def running_timed() -> dict[str, Any] | None:
+            heal = ((await c.job()).get("status") or {}).get("lastHeal") or {}
+            return heal if "secondsToRunning" in heal else None
+
+        heal = await c.until(running_timed, what="lastHeal.secondsToRunning")
+        assert heal["seconds"] <= heal["secondsToRunning"] < 10
+        assert metric(c, "valet_heal_to_running_seconds_count", pool=c.pool_name) == 1
+
         async def back_in_pool() -> bool:
             node = await c.node(victim_node)
             return state_of(node) in ("spare", "active") and not node["spec"].get("unschedulable")

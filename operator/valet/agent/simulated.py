@@ -17,6 +17,7 @@ import dataclasses
 import json
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -100,6 +101,7 @@ class SimulatedBackend:
         self._closing = threading.Event()
         self._file_thread: threading.Thread | None = None
         self._started = False
+        self._counted: Counter[tuple[int, int]] = Counter()  # XIDs counted as events so far
 
     def start_events(self, notify: Callable[[], None]) -> None:
         """Call ``notify`` when the injected faults change (file or annotation)."""
@@ -162,11 +164,16 @@ class SimulatedBackend:
                 faults.extend(parse_faults(text, self.gpus))
             except FaultSpecError as err:
                 errors.append(str(err))
+        # An injected XID is one event: counted once, however many probes still see it listed.
+        listed = Counter((f.gpu, f.xid) for f in faults if f.xid is not None)
+        new = {key: n - self._counted.get(key, 0) for key, n in listed.items()}
+        self._counted = listed
         readings = []
         for index in range(self.gpus):
             fields: dict[str, Any] = {}
             mine = [f for f in faults if f.gpu == index]
             xids = tuple(f.xid for f in mine if f.xid is not None)
+            events = tuple((xid, max(0, new[(index, xid)])) for xid in dict.fromkeys(xids))
             for fault in mine:
                 if fault.signal is not None:
                     fields.update(_SIGNAL_FIELDS[fault.signal])
@@ -175,6 +182,7 @@ class SimulatedBackend:
                     index=index,
                     uuid=f"GPU-sim-{self.node}-{index}",
                     xids=xids,
+                    xid_events=events,
                     temperature_c=fields.pop("temperature_c", 45.0),
                     **fields,
                 )

@@ -138,15 +138,26 @@ class Reconciler:
                     continue
                 if new.swaps > old.swaps:
                     m.swaps.labels(job.namespace, job.name).inc(new.swaps - old.swaps)
-                if new.last_heal is not None and new.last_heal != old.last_heal:
-                    m.heal_seconds.labels(job.spec.pool or "").observe(new.last_heal.seconds)
+                heal, before = new.last_heal, old.last_heal
+                if heal is None:
+                    continue
+                pool_name = job.spec.pool or ""
+                if before is None or (heal.failed_node, heal.spare, heal.bound_at) != (
+                    before.failed_node,
+                    before.spare,
+                    before.bound_at,
+                ):
+                    m.heal_seconds.labels(pool_name).observe(heal.seconds)
                     log.info(
                         "healed",
                         job=job.key,
-                        node=new.last_heal.failed_node,
-                        spare=new.last_heal.spare,
-                        seconds=round(new.last_heal.seconds, 3),
+                        node=heal.failed_node,
+                        spare=heal.spare,
+                        seconds=round(heal.seconds, 3),
                     )
+                running = heal.seconds_to_running
+                if running is not None and (before is None or before.running_at is None):
+                    m.heal_running_seconds.labels(pool_name).observe(running)
         for pool in self.cache.pools.values():
             ps = pool.status
             m.spares.labels(pool.name).set(ps.spares)

@@ -129,23 +129,36 @@ def set_condition(conditions: tuple[Condition, ...], new: Condition) -> tuple[Co
 
 @dataclasses.dataclass(frozen=True)
 class LastHeal:
+    """The last swap: from the fault (the agent's verdict changing, or the kubelet's last
+    heartbeat) to the replacement bound (the operator's part), and to it Running (what the
+    user sees, start-up included)."""
+
     failed_node: str
     spare: str
     fault_at: float
     bound_at: float
+    running_at: float | None = None
 
     @property
     def seconds(self) -> float:
         return max(0.0, self.bound_at - self.fault_at)
 
+    @property
+    def seconds_to_running(self) -> float | None:
+        return None if self.running_at is None else max(0.0, self.running_at - self.fault_at)
+
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "failedNode": self.failed_node,
             "spare": self.spare,
             "faultTime": to_rfc3339(self.fault_at),
             "boundTime": to_rfc3339(self.bound_at),
             "seconds": round(self.seconds, 3),
         }
+        if self.running_at is not None:
+            out["runningTime"] = to_rfc3339(self.running_at)
+            out["secondsToRunning"] = round(self.seconds_to_running or 0.0, 3)
+        return out
 
 
 @dataclasses.dataclass(frozen=True)
@@ -199,6 +212,7 @@ class TrainingJobStatus:
                 spare=str(heal.get("spare", "")),
                 fault_at=from_rfc3339(heal.get("faultTime")),
                 bound_at=from_rfc3339(heal.get("boundTime")),
+                running_at=from_rfc3339(heal.get("runningTime"), 0.0) or None,
             )
             if isinstance(heal, Mapping)
             else None,

@@ -98,6 +98,24 @@ def _reconcile(ps: Pass, cap: Capacity, job: Job) -> None:
     _report(ps, job, keep, placed, heal, target)
 
 
+# A replacement seen Running this long after its bind is not timed (a status written before
+# runningTime existed, or a pass that came late): better no figure than a wrong one.
+_RUNNING_WINDOW_SECONDS = 600.0
+
+
+def _running_since(ps: Pass, last: LastHeal | None, keep: list[Pod]) -> LastHeal | None:
+    """Record when the last swap's replacement was first seen Running."""
+    if last is None or last.running_at is not None:
+        return last
+    if ps.now - last.bound_at > _RUNNING_WINDOW_SECONDS:
+        return last
+    for w in keep:
+        replaced = w.replaces_node == last.failed_node and w.node == last.spare
+        if replaced and w.phase is PodPhase.RUNNING:
+            return dataclasses.replace(last, running_at=ps.now)
+    return last
+
+
 def _steady(ps: Pass, job: Job, workers: tuple[Pod, ...]) -> bool:
     """All target workers running on good nodes and already reported so: nothing to do."""
     status, target = job.status, job.spec.target
@@ -322,7 +340,7 @@ def _report(
         selector=f"{JOB_LABEL}={job.name}",
         restarts=heal.restarts,
         swaps=heal.swaps,
-        last_heal=heal.last_heal,
+        last_heal=_running_since(ps, heal.last_heal, keep),
         conditions=conditions,
         message=message,
         backoff_until=heal.backoff_until,
