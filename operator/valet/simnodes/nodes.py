@@ -219,13 +219,19 @@ class SimNodes:
         )
 
     async def _heartbeats(self) -> None:
-        last_lease = self.clock()
+        """The agent's probe and the kubelet's Lease, each on its own period (a Lease renewed
+        only at a slow probe would make live nodes look dead to the operator)."""
+        cfg = self.config
+        next_probe = next_lease = self.clock()
         while True:
-            await asyncio.sleep(self.config.probe_seconds)
-            await self._each(self._publish, set(self.nodes) - self.silenced - self.dead)
-            if self.clock() - last_lease >= self.config.lease_seconds:
-                last_lease = self.clock()
+            await asyncio.sleep(max(0.0, min(next_probe, next_lease) - self.clock()))
+            now = self.clock()
+            if now >= next_lease:
+                next_lease = now + cfg.lease_seconds
                 await self._each(self._renew_lease, set(self.nodes) - self.dead)
+            if now >= next_probe:
+                next_probe = now + cfg.probe_seconds
+                await self._each(self._publish, set(self.nodes) - self.silenced - self.dead)
 
     async def _each(self, fn: Callable[[str], Any], names: Any) -> None:
         results = await asyncio.gather(*(fn(n) for n in list(names)), return_exceptions=True)
