@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 ENVTEST_ARCHIVE ?= ../shared/envtest/kubernetes-v1.36.2-linux-amd64.tar.xz
 ENVTEST_DIR := .cache/envtest
 
-.PHONY: install simulate test lint bench bench-operator chart-crds e2e-kind envtest clean
+.PHONY: install demo simulate test lint bench bench-operator chart-crds e2e-kind envtest clean
 
 install: $(VENV)/.installed
 
@@ -17,6 +17,11 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev]'
 	touch $@
+
+# A control plane (kube-apiserver from KUBEBUILDER_ASSETS, else the bundled emulator),
+# simulated GPU nodes, the operator and a script of faults, live; ARGS="--headless" for logs.
+demo: install
+	$(BIN)/valet demo $(ARGS)
 
 simulate: install
 	$(BIN)/valet simulate $(ARGS)

@@ -1,5 +1,5 @@
-"""The ``valet`` command: ``simulate`` (fleet simulator), ``operator``, ``agent`` and ``sim``
-(simulated GPU nodes for clusters without GPUs)."""
+"""The ``valet`` command: ``simulate`` (fleet simulator), ``operator``, ``agent``, ``sim``
+(simulated GPU nodes for clusters without GPUs) and ``demo`` (all of it, live)."""
 
 from __future__ import annotations
 
@@ -302,6 +302,25 @@ def _sim(args: argparse.Namespace) -> int:
     return 0
 
 
+def _demo(args: argparse.Namespace) -> int:
+    from valet.demo import DemoConfig, main
+
+    if args.nodes < 7:
+        print("valet demo: --nodes must be at least 7", file=sys.stderr)
+        return 2
+    return main(
+        DemoConfig(
+            nodes=args.nodes,
+            notice=args.notice,
+            hot=args.hot,
+            kubeconfig=args.kubeconfig,
+            headless=args.headless,
+            step_timeout=args.step_timeout,
+            log_file=args.log_file,
+        )
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="valet", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -475,6 +494,35 @@ def build_parser() -> argparse.ArgumentParser:
     fault.add_argument("--xid", type=int, default=None)
     fault.add_argument("--signal", default=None, help="e.g. ecc-dbe, gpu-lost, thermal-throttle")
     sim_nodes.set_defaults(func=_sim)
+
+    demo = sub.add_parser(
+        "demo",
+        help="watch valet heal a training job: a control plane, simulated GPU nodes, the"
+        " operator and a script of faults, live in the terminal",
+        description="Starts a control plane (kube-apiserver from KUBEBUILDER_ASSETS when set,"
+        " else the bundled API emulator; or --kubeconfig), simulated GPU nodes, the operator,"
+        " a SpotPool packed with spot work and an elastic TrainingJob, then plays an XID 79,"
+        " a dying host, a lemon and a burst that trips the circuit breaker.",
+    )
+    demo.add_argument("--nodes", type=int, default=8, help="simulated GPU nodes (at least 7)")
+    demo.add_argument("--notice", type=int, default=2, help="spot preemption notice, seconds")
+    demo.add_argument("--hot", type=int, default=0, help="hot (unpacked) spares")
+    demo.add_argument(
+        "--kubeconfig",
+        default=None,
+        help="run the script on this cluster instead (it needs no GPUs; what it made is"
+        " deleted at the end)",
+    )
+    demo.add_argument(
+        "--headless", action="store_true", help="plain lines, one per event (CI, logs)"
+    )
+    demo.add_argument(
+        "--step-timeout", type=float, default=60.0, help="seconds each step of the script may take"
+    )
+    demo.add_argument(
+        "--log-file", default=None, help="write the operator's logs here (default: none)"
+    )
+    demo.set_defaults(func=_demo)
     return parser
 
 
