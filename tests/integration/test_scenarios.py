@@ -364,6 +364,7 @@ async def test_a_dead_node_is_replaced_within_its_grace_and_returns_to_the_buffe
 
         status = await c.until(replaced, timeout=grace + 15, what="worker replaced")
         took = time.time() - killed_at
+        print(f"\n{backend.name}: host down → replacement Running in {took:.2f}s (grace {grace}s)")
         assert took < grace + 5, f"replacement Running {took:.1f}s after the host died"
         assert status["lastHeal"]["failedNode"] == dead
         node = await c.node(dead)
