@@ -45,22 +45,26 @@ class RetryPolicy:
 
 
 def load_api_client(
-    kubeconfig: str | None = None, pool_size: int = 32, component: str = ""
+    kubeconfig: str | None = None,
+    pool_size: int = 32,
+    component: str = "",
+    context: str | None = None,
 ) -> k8s_client.ApiClient:
-    """In-cluster credentials in a pod, else ``kubeconfig`` (or $KUBECONFIG, ~/.kube/config).
+    """In-cluster credentials in a pod, else ``kubeconfig`` (or $KUBECONFIG, ~/.kube/config)
+    and its ``context`` (default: the current one).
 
     Requests carry ``User-Agent: valet-<component>/<version>``, so audit logs (and the
     tests' RBAC check) tell the operator, the agent and ``valet sim`` apart."""
     configuration = k8s_client.Configuration()
     try:
-        if kubeconfig:
-            raise k8s_config.ConfigException("explicit kubeconfig")
+        if kubeconfig or context:
+            raise k8s_config.ConfigException("explicit kubeconfig or context")
         k8s_config.load_incluster_config(  # type: ignore[no-untyped-call]  # untyped client
             client_configuration=configuration
         )
     except k8s_config.ConfigException:
         k8s_config.load_kube_config(  # type: ignore[no-untyped-call]  # untyped client
-            config_file=kubeconfig, client_configuration=configuration
+            config_file=kubeconfig, context=context, client_configuration=configuration
         )
     configuration.connection_pool_maxsize = pool_size
     api_client = k8s_client.ApiClient(configuration)

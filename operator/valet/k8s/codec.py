@@ -22,6 +22,7 @@ from valet.model.enums import (
     GPU_RESOURCE,
     GROUP,
     JOB_LABEL,
+    MAINTENANCE_ANNOTATION,
     OUT_OF_SERVICE_TAINT,
     POOL_LABEL,
     SPARE_TAINT,
@@ -121,6 +122,7 @@ def node_from(raw: Raw, config: NodeReadConfig, now: float) -> Node:
         health=_health(conditions, annotations, taints, config, now),
         remediation=remediation.parse(annotations),
         faults=_fault_history(annotations),
+        maintenance=annotations.get(MAINTENANCE_ANNOTATION),
     )
 
 

@@ -12,6 +12,10 @@ STATE_LABEL = f"{GROUP}/state"
 POOL_LABEL = f"{GROUP}/pool"
 JOB_LABEL = f"{GROUP}/job"  # on a worker pod: its TrainingJob (and the job's selector)
 SPARE_TAINT = f"{GROUP}/spare"
+# Planned maintenance (``kubectl valet drain``): its value is the reason. The node's workers
+# move onto spares (planned swaps, no fault recorded) and it is held out of the pool until the
+# annotation goes (``kubectl valet return``).
+MAINTENANCE_ANNOTATION = f"{GROUP}/maintenance"
 # Kubernetes' own fence for a node that is gone: pods on it may be deleted and their volumes
 # detached (https://kubernetes.io/docs/concepts/cluster-administration/node-shutdown/).
 OUT_OF_SERVICE_TAINT = "node.kubernetes.io/out-of-service"
@@ -27,6 +31,7 @@ class NodeState(enum.StrEnum):
     DRAINING = "draining"
     HEALING = "healing"
     RETIRED = "retired"
+    MAINTENANCE = "maintenance"  # held out of the pool for planned maintenance
 
 
 class Health(enum.StrEnum):
@@ -134,6 +139,9 @@ class Reason(enum.StrEnum):
     NODE_HEALING = "NodeHealing"
     NODE_HEALED = "NodeHealed"
     NODE_RETIRED = "NodeRetired"
+    NODE_MAINTENANCE = "NodeMaintenance"
+    NODE_RETURNED = "NodeReturned"
+    PLANNED_SWAP = "PlannedSwap"
     REMEDIATION_REQUESTED = "RemediationRequested"
     REMEDIATION_FAILED = "RemediationFailed"
     LEMON = "LemonNode"

@@ -69,6 +69,7 @@ class Node:
     health: NodeHealth = NodeHealth()
     remediation: RemediationStatus = RemediationStatus()
     faults: tuple[float, ...] = ()  # times valet drained this node, for lemon detection
+    maintenance: str | None = None  # reason of a planned drain (valet.dev/maintenance)
 
 
 @dataclasses.dataclass(frozen=True)

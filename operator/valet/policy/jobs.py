@@ -36,6 +36,7 @@ class _Heal:
     swaps: int
     last_heal: LastHeal | None
     binds: int = 0  # workers bound in this pass
+    planned_swaps: int = 0  # workers moved off nodes in planned maintenance in this pass
     lost: dict[int, tuple[str | None, float | None]] = dataclasses.field(default_factory=dict)
 
 
@@ -207,7 +208,18 @@ def _bind(
 ) -> None:
     ps.pod_actions.append(BindPod(namespace, name, node))
     heal.binds += 1
-    if replaces is not None:
+    if replaces is not None and _planned(ps, replaces):
+        # A planned swap off a node in maintenance: not a heal, so neither ``swaps`` nor
+        # ``lastHeal`` (nor the heal metrics they feed) count it; its Event says so.
+        heal.planned_swaps += 1
+        ps.event(
+            "TrainingJob",
+            job.namespace,
+            job.name,
+            Reason.PLANNED_SWAP,
+            f"{name} moved off {replaces} (planned maintenance) onto {node}",
+        )
+    elif replaces is not None:
         heal.swaps += 1
         heal.last_heal = LastHeal(
             replaces, node, fault_at if fault_at is not None else ps.now, ps.now
@@ -219,6 +231,14 @@ def _bind(
             Reason.WORKER_SWAPPED,
             f"{name} replaces a worker of {replaces} on {node} after {heal.last_heal.seconds:.1f}s",
         )
+
+
+def _planned(ps: Pass, node_name: str) -> bool:
+    """Was this node left for planned maintenance (not for a fault)?"""
+    node = ps.view.nodes.get(node_name)
+    if node is None or node.maintenance is None:
+        return False
+    return ps.states.get(node_name) is NodeState.MAINTENANCE
 
 
 def preempt(ps: Pass, victim: Pod, why: str, reason: Reason = Reason.SPOT_PREEMPTED) -> None:

@@ -31,8 +31,17 @@ from valet.policy.config import PolicyConfig
 from valet.policy.pass_ import IN_SERVICE, OUT_OF_SERVICE, Pass
 
 CORDONED_STATES = frozenset(
-    {NodeState.SUSPECT, NodeState.DRAINING, NodeState.HEALING, NodeState.RETIRED}
+    {
+        NodeState.SUSPECT,
+        NodeState.DRAINING,
+        NodeState.HEALING,
+        NodeState.RETIRED,
+        NodeState.MAINTENANCE,
+    }
 )
+# States a planned drain (``valet.dev/maintenance``) takes a node from; a node draining or
+# healing for a fault finishes that first, and a retired one stays retired.
+_MAINTAINABLE = frozenset({NodeState.ACTIVE, NodeState.SPARE, NodeState.SUSPECT})
 
 
 def new_pass(view: ClusterView, now: float, config: PolicyConfig) -> Pass:
@@ -132,7 +141,11 @@ def advance_nodes(ps: Pass) -> None:
         nodes = ps.pool_nodes[pool.name]
         to_drain: list[Node] = []
         for node in nodes:
-            if health[node.name] is Health.HEALTHY and states[node.name] in IN_SERVICE:
+            if (
+                health[node.name] is Health.HEALTHY
+                and states[node.name] in IN_SERVICE
+                and node.maintenance is None
+            ):
                 continue  # the common case: healthy and in service, nothing to do
             if _step(ps, node, pool):
                 to_drain.append(node)
@@ -149,6 +162,20 @@ def _step(ps: Pass, node: Node, pool: Pool) -> bool:
     if state is None:
         ps.set_state(node.name, NodeState.ACTIVE, Reason.NODE_ADOPTED, f"joined pool {pool.name}")
         return hard
+    if state is NodeState.MAINTENANCE:
+        if node.maintenance is None:  # returned: back to the buffer, no remediation
+            ps.set_state(node.name, NodeState.SPARE, Reason.NODE_RETURNED, "back from maintenance")
+            return hard
+        return False  # held out of the pool; its pods leave as from a draining node
+    if node.maintenance is not None and state in _MAINTAINABLE and not hard:
+        # Planned: no fault is recorded (lemon, breaker and heal figures stay as they are).
+        ps.set_state(
+            node.name,
+            NodeState.MAINTENANCE,
+            Reason.NODE_MAINTENANCE,
+            f"planned maintenance: {node.maintenance or 'no reason given'}",
+        )
+        return False
     if state in (NodeState.ACTIVE, NodeState.SPARE):
         if hard:
             return True

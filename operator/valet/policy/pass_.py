@@ -11,7 +11,9 @@ from valet.model.view import ClusterView, Node, Pod
 from valet.policy.config import PolicyConfig
 
 IN_SERVICE = frozenset({NodeState.ACTIVE, NodeState.SPARE})
-OUT_OF_SERVICE = frozenset({NodeState.DRAINING, NodeState.HEALING, NodeState.RETIRED})
+OUT_OF_SERVICE = frozenset(
+    {NodeState.DRAINING, NodeState.HEALING, NodeState.RETIRED, NodeState.MAINTENANCE}
+)
 
 
 @dataclasses.dataclass
