@@ -236,7 +236,10 @@ async def explain(api: Api, namespace: str, name: str) -> dict[str, Any]:
         parts.append(f"{status.get('readyReplicas', 0)}/{replicas} workers ready")
     if events and phase not in ("Running", "Succeeded"):
         last = events[-1]
-        parts.append(f"last event {last.get('reason')}: {last.get('message')}")
+        if last.get("message") != status.get("message"):  # said once is enough
+            parts.append(f"last event {last.get('reason')}: {last.get('message')}")
+        else:
+            parts.append(f"last event {last.get('reason')}")
     sentence = f"{namespace}/{name} is {phase}: " + "; ".join(parts) + "."
     return {
         "job": f"{namespace}/{name}",
