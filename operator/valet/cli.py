@@ -303,7 +303,10 @@ def _sim(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from valet.demo import DemoConfig, main
+    try:
+        from valet.demo import DemoConfig, main
+    except KeyboardInterrupt:  # Ctrl-C before anything started
+        return 130
 
     if args.nodes < 7:
         print("valet demo: --nodes must be at least 7", file=sys.stderr)

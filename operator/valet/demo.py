@@ -20,6 +20,7 @@ import json
 import logging
 import math
 import os
+import signal
 import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -717,7 +718,13 @@ async def control_plane(cfg: DemoConfig, story: Story) -> AsyncIterator[tuple[st
     if assets is not None:
         story.plane = f"kube-apiserver (envtest, {envtest.ASSETS_ENV}={assets})"
         story.say(f"starting a real control plane from {assets}")
-        plane = await asyncio.to_thread(envtest.start, assets)
+        starting = asyncio.ensure_future(asyncio.to_thread(envtest.start, assets))
+        try:
+            plane = await asyncio.shield(starting)
+        except asyncio.CancelledError:  # Ctrl-C while it starts: stop it once it is up
+            with contextlib.suppress(Exception):
+                await asyncio.to_thread((await starting).stop)
+            raise
         try:
             yield str(plane.admin_kubeconfig), True
         finally:
@@ -872,6 +879,10 @@ async def run(cfg: DemoConfig, story: Story) -> None:
             ready_flag=asyncio.Event(),
         )
 
+        # Kopf took SIGINT and SIGTERM for itself (it would stop only the operator): Ctrl-C
+        # stops the whole demo instead, through the cleanups of this stack.
+        _take_signals(asyncio.current_task())
+
         async def stop_operator() -> None:
             stop_flag.set()
             await asyncio.wait(tasks, timeout=10, return_when=asyncio.FIRST_COMPLETED)
@@ -891,6 +902,15 @@ async def run(cfg: DemoConfig, story: Story) -> None:
             f" ({demo.job['spec']['replicas']} workers of 8 GPUs)"
         )
         await demo.run(api, sim)
+
+
+def _take_signals(task: asyncio.Task[Any] | None) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.remove_signal_handler(sig)
+            if task is not None:
+                loop.add_signal_handler(sig, task.cancel)
 
 
 def main(cfg: DemoConfig) -> int:
@@ -914,7 +934,7 @@ def main(cfg: DemoConfig) -> int:
 
     try:
         asyncio.run(body())
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, asyncio.CancelledError):
         code = 130
         story.say("interrupted: everything stopped")
     except DemoError as err:
