@@ -371,8 +371,15 @@ def test_a_node_whose_kubelet_lease_is_stale_past_the_grace_is_drained_and_fence
 def test_a_pod_left_terminating_on_a_dead_node_is_force_deleted_so_the_node_can_heal() -> None:
     draining = node("a", NodeState.DRAINING)
     stuck = worker("j-0-0", "a", deleting=True)
-    v = dataclasses.replace(view([draining], [stuck], pools=[pool(0)]), leases={"a": NOW - 3600})
+    leases = {"a": NOW - 3600, "other": NOW}  # another kubelet heart-beats: the view is fresh
+    v = dataclasses.replace(view([draining], [stuck], pools=[pool(0)]), leases=leases)
     assert [(a.name, a.force) for a in decide(v, NOW).of(DeletePod)] == [("j-0-0", True)]
+
+
+def test_when_every_lease_looks_old_the_view_is_behind_and_no_node_is_dead() -> None:
+    v = _dead_view(lease_age=CFG.node_grace_seconds + 1)
+    behind = dataclasses.replace(v, leases=dict.fromkeys(v.leases, NOW - 60))
+    assert states(decide(behind, NOW)) == {} and decide(behind, NOW).of(DeletePod) == []
 
 
 def test_within_the_grace_nothing_happens_but_a_pass_is_due_when_it_ends() -> None:
@@ -411,7 +418,7 @@ def test_a_dead_node_returns_to_the_buffer_only_after_remediation_and_then_loses
     plan = decide(v, NOW)
     assert states(plan)["a"] in (NodeState.SPARE, NodeState.ACTIVE)  # healed, then placed
     assert plan.of(SetOutOfService) == [SetOutOfService("a", False)]
-    still_dead = dataclasses.replace(v, leases={"a": NOW - 3600})
+    still_dead = dataclasses.replace(v, leases={"a": NOW - 3600, "other": NOW})
     plan = decide(still_dead, NOW)
     assert states(plan) == {} and plan.of(SetOutOfService) == []
 

@@ -55,6 +55,11 @@ def new_pass(view: ClusterView, now: float, config: PolicyConfig) -> Pass:
     dead: dict[str, Node] = {}
     wake_at: list[float] = []
     stale_before = now - config.staleness_seconds
+    # Lease ages are judged against the freshest Lease seen, not the clock alone: when every
+    # Lease looks old, it is this view that is behind (a slow pass, a lagging watch) or the
+    # API server that is down, and no node is to be declared dead for it.
+    freshest = max(view.leases.values(), default=now)
+    lease_now = min(now, freshest)
     selectors = [(pool_nodes[p.name], tuple(p.spec.node_selector.items()), p) for p in view.pools]
     for name, node in view.nodes.items():
         pool = None
@@ -69,14 +74,14 @@ def new_pass(view: ClusterView, now: float, config: PolicyConfig) -> Pass:
                 break
         if pool is not None:
             grace = pool.spec.node_grace_seconds or config.node_grace_seconds
-            died_at = _dead_since(view, node, now, grace)
+            died_at = _dead_since(view, node, now, lease_now, grace)
             if died_at is not None:
                 node = dead[name] = _as_dead(node, died_at)
                 members[-1] = node
             elif node.state not in OUT_OF_SERVICE:
                 beat = view.kubelet_heartbeat(node)
-                if beat is not None:
-                    wake_at.append(beat + grace)
+                if beat is not None:  # when it would be dead, the view lagging as now
+                    wake_at.append(beat + grace + (now - lease_now))
         state = states[name] = node.state
         beat = node.health.heartbeat
         verdict = health[name] = (
@@ -105,11 +110,15 @@ def new_pass(view: ClusterView, now: float, config: PolicyConfig) -> Pass:
     return ps
 
 
-def _dead_since(view: ClusterView, node: Node, now: float, grace: float) -> float | None:
+def _dead_since(
+    view: ClusterView, node: Node, now: float, lease_now: float, grace: float
+) -> float | None:
     """When the kubelet was last seen alive, if that is longer than ``grace`` ago: its Lease
-    (or Ready heartbeat) not renewed, or Ready not True, for the whole grace."""
+    not renewed for the grace while other Leases were (``lease_now``: the freshest), or its
+    Ready heartbeat (without a Lease) or Ready not True for the whole grace."""
     beat = view.kubelet_heartbeat(node)
-    if beat is not None and now - beat > grace:
+    reference = lease_now if node.name in view.leases else now
+    if beat is not None and reference - beat > grace:
         return beat
     if not node.ready and node.ready_since is not None and now - node.ready_since > grace:
         return node.ready_since
