@@ -142,6 +142,11 @@ async def run(args: argparse.Namespace) -> None:
         return status if status.get("spotGPUs", 0) >= (spares - args.hot) * 8 else None
 
     status = await c.until(packed, timeout=600, what="spares packed")
+
+    async def quiet() -> bool:  # the packing pass has applied everything it decided
+        return len(operator.reconciler.last_plan) == 0
+
+    await c.until(quiet, timeout=600, what="a pass with nothing to do")
     print(
         f"spares {status['spares']}/{status['sparesTarget']}, spot GPUs packed {status['spotGPUs']}"
     )

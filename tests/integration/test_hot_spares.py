@@ -66,6 +66,14 @@ async def test_a_single_fault_heals_in_seconds_despite_a_60s_notice(backend: Bac
             )
             seconds.append(time.monotonic() - injected)
 
+            async def timed(v: str = victim) -> dict[str, Any] | None:
+                heal = ((await c.job()).get("status") or {}).get("lastHeal") or {}
+                ok = heal.get("failedNode") == v and "secondsToRunning" in heal
+                return heal if ok else None
+
+            heal = await c.until(timed, what=f"fault {swap}: lastHeal timed to Running")
+            assert heal["seconds"] <= heal["secondsToRunning"] < 10, heal  # this heal's own
+
             async def returned(v: str = victim) -> bool:
                 return state_of(await c.node(v)) in ("spare", "active")
 

@@ -140,3 +140,12 @@ def test_statuses_round_trip_through_their_wire_form() -> None:
     pool = SpotPoolStatus.parse({"shards": [{"workload": "w", "total": 10, "done": "0-3,7"}]})
     assert pool.done_shards("w") == ShardSet.of([0, 1, 2, 3, 7])
     assert pool.to_dict()["shards"][0]["pending"] == 5
+
+
+def test_a_new_heal_clears_the_last_ones_running_time_in_the_merge_patch() -> None:
+    from valet.model.specs import LastHeal
+
+    fresh = LastHeal("bad", "spare", fault_at=100.0, bound_at=100.5).to_dict()
+    assert fresh["runningTime"] is None and fresh["secondsToRunning"] is None
+    done = LastHeal("bad", "spare", 100.0, 100.5, running_at=101.0).to_dict()
+    assert done["secondsToRunning"] == 1.0

@@ -155,9 +155,12 @@ class LastHeal:
             "boundTime": to_rfc3339(self.bound_at),
             "seconds": round(self.seconds, 3),
         }
-        if self.running_at is not None:
-            out["runningTime"] = to_rfc3339(self.running_at)
-            out["secondsToRunning"] = round(self.seconds_to_running or 0.0, 3)
+        # Explicit nulls: status is merge-patched, and a new heal must not keep the last
+        # one's Running time.
+        out["runningTime"] = to_rfc3339(self.running_at) if self.running_at is not None else None
+        out["secondsToRunning"] = (
+            round(self.seconds_to_running or 0.0, 3) if self.running_at is not None else None
+        )
         return out
 
 
