@@ -42,7 +42,7 @@ from valet.emulator.server import serve
 from valet.handlers import operator as op_module
 from valet.handlers.operator import Operator, OperatorOptions
 from valet.handlers.reconciler import LoopConfig
-from valet.k8s import errors
+from valet.k8s import errors, setup
 from valet.k8s.client import MERGE, Api, RetryPolicy, core_path, load_api_client, valet_path
 from valet.k8s.codec import PodDefaults
 from valet.policy import PolicyConfig
@@ -52,10 +52,6 @@ T = TypeVar("T")
 REPO = Path(__file__).resolve().parents[2]
 DEMO_LABEL = "valet.dev/demo"
 SELECTOR = {"valet.dev/simulated": "true", DEMO_LABEL: "true"}
-PRIORITY_CLASSES = (
-    ("valet-training", 1000000, "PreemptLowerPriority"),
-    ("valet-spot", -100, "Never"),
-)
 RETRY = RetryPolicy(attempts=10, initial_seconds=0.01, max_seconds=0.2, deadline_seconds=20)
 FAULTS_ANNOTATION = "valet.dev/sim-faults"
 STATE_LABEL = "valet.dev/state"
@@ -746,41 +742,10 @@ def _crd_files() -> list[Path]:
     raise DemoError("valet's CRDs not found (crds/ of the repository); install the chart's CRDs")
 
 
-async def install_crds(api: Api, demo: Demo) -> None:
-    path = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
-    for file in _crd_files():
-        crd = yaml.safe_load(file.read_text())
-        name = crd["metadata"]["name"]
-        try:
-            await api.call("POST", path, crd)
-            demo.made.append(f"{path}/{name}")
-        except errors.AlreadyExistsError:
-            pass
-
-        async def established(name: str = name) -> bool:
-            status = (await api.call("GET", f"{path}/{name}")).get("status") or {}
-            return any(
-                c["type"] == "Established" and c["status"] == "True"
-                for c in status.get("conditions") or ()
-            )
-
-        await demo.until(established, f"CRD {name} Established")
-
-
 async def prepare(api: Api, demo: Demo, real: bool) -> None:
     if real:
-        await install_crds(api, demo)
-    for name, value, policy in PRIORITY_CLASSES:
-        body = {
-            "apiVersion": "scheduling.k8s.io/v1",
-            "kind": "PriorityClass",
-            "metadata": {"name": name},
-            "value": value,
-            "preemptionPolicy": policy,
-        }
-        with contextlib.suppress(errors.AlreadyExistsError):
-            await api.call("POST", "/apis/scheduling.k8s.io/v1/priorityclasses", body)
-            demo.made.append(f"/apis/scheduling.k8s.io/v1/priorityclasses/{name}")
+        demo.made += await setup.install_crds(api, _crd_files())
+    demo.made += await setup.create_priority_classes(api)
     for ns in (demo.job_ns, demo.spot_ns):
         with contextlib.suppress(errors.AlreadyExistsError):
             await api.call("POST", core_path("namespaces", None), {"metadata": {"name": ns}})

@@ -29,7 +29,7 @@ from valet.envtest import ControlPlane
 from valet.handlers import operator as op_module
 from valet.handlers.operator import Operator, OperatorOptions
 from valet.handlers.reconciler import LoopConfig
-from valet.k8s import errors
+from valet.k8s import errors, setup
 from valet.k8s.client import (
     MERGE,
     Api,
@@ -200,32 +200,6 @@ class Cluster:
         )
 
 
-async def install_crds(api: Api) -> list[str]:
-    """Create or update valet's CRDs from crds/ and await them (the emulator knows them);
-    returns the paths of those it created."""
-    path = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
-    made = []
-    for file in sorted(CRDS.glob("*.yaml")):
-        crd = yaml.safe_load(file.read_text())
-        try:
-            await api.call("POST", path, crd)
-            made.append(f"{path}/{crd['metadata']['name']}")
-        except errors.AlreadyExistsError:
-            current = await api.call("GET", f"{path}/{crd['metadata']['name']}")
-            crd["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
-            await api.call("PUT", f"{path}/{crd['metadata']['name']}", crd)
-
-        async def established(name: str = crd["metadata"]["name"]) -> bool:
-            status = (await api.call("GET", f"{path}/{name}")).get("status") or {}
-            return any(
-                c["type"] == "Established" and c["status"] == "True"
-                for c in status.get("conditions") or ()
-            )
-
-        await until(established, what=f"CRD {crd['metadata']['name']} Established")
-    return made
-
-
 async def until(
     probe: Callable[[], Awaitable[T | bool | None]], timeout: float = 30, what: str = ""
 ) -> T:
@@ -381,35 +355,12 @@ async def remove_scope(api: Api, scope: Scope, namespaces: Sequence[str]) -> Non
 async def prepare_real_api(api: Api) -> list[str]:
     """Once per session on a real API server: valet's CRDs and the chart's PriorityClasses.
     Returns the paths of what did not exist before, for ``unprepare``."""
-    made = await install_crds(api)
-    return made + await create_priority_classes(api)
+    made = await setup.install_crds(api, sorted(CRDS.glob("*.yaml")))
+    return made + await setup.create_priority_classes(api)
 
 
-async def unprepare(api: Api, made: Sequence[str]) -> None:
-    """Delete what ``prepare_real_api`` made, leaving a cluster as it was found."""
-    for path in made:
-        with contextlib.suppress(errors.NotFoundError):
-            await api.call("DELETE", path)
-
-
-async def create_priority_classes(
-    api: Api, classes: Sequence[tuple[str, int, str]] = ()
-) -> list[str]:
-    """The chart's PriorityClasses (or ``classes``: name, value, preemption policy);
-    returns the paths of those it created."""
-    made = []
-    for name, value, policy in classes or PRIORITY_CLASSES:
-        body = {
-            "apiVersion": "scheduling.k8s.io/v1",
-            "kind": "PriorityClass",
-            "metadata": {"name": name},
-            "value": value,
-            "preemptionPolicy": policy,
-        }
-        with contextlib.suppress(errors.AlreadyExistsError):
-            await api.call("POST", "/apis/scheduling.k8s.io/v1/priorityclasses", body)
-            made.append(f"/apis/scheduling.k8s.io/v1/priorityclasses/{name}")
-    return made
+unprepare = setup.delete_all
+create_priority_classes = setup.create_priority_classes
 
 
 def fast_options(**policy: Any) -> OperatorOptions:
@@ -437,10 +388,6 @@ def fast_options(**policy: Any) -> OperatorOptions:
 
 SIM_SELECTOR = {"valet.dev/simulated": "true"}
 SCOPE_LABEL = "valet.dev/test-scope"
-PRIORITY_CLASSES = (
-    ("valet-training", 1000000, "PreemptLowerPriority"),
-    ("valet-spot", -100, "Never"),
-)
 
 
 def spot_pool(
