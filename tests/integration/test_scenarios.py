@@ -69,6 +69,13 @@ def metric(c: Cluster, name: str, **match: str) -> float:
     return total
 
 
+async def metric_is(c: Cluster, value: float, name: str, **match: str) -> None:
+    async def reached() -> bool:
+        return metric(c, name, **match) == value
+
+    await c.until(reached, timeout=10, what=f"{name}{match} == {value}")
+
+
 async def test_training_job_is_gang_placed_bound_and_running(backend: Backend) -> None:
     async with cluster(backend, 3) as c:
         await setup(c, c.spot_pool(spares=0, shards=None), PRIORITIES)
@@ -179,9 +186,10 @@ async def test_xid79_swaps_the_worker_onto_a_spare_and_heals_the_node(backend: B
         assert sorted(p["spec"]["nodeName"] for p in await workers(c)) == sorted(
             n for n in c.nodes if n != victim_node
         )
-        assert metric(c, "valet_swaps_total", job="llm") == 1
-        assert metric(c, "valet_heal_latency_seconds_count", pool=c.pool_name) == 1
-        assert metric(c, "valet_preemptions_total", pool=c.pool_name) == 4
+        # Metrics are set once the pass that wrote the status has applied all its actions.
+        await metric_is(c, 1, "valet_swaps_total", job="llm")
+        await metric_is(c, 1, "valet_heal_latency_seconds_count", pool=c.pool_name)
+        await metric_is(c, 4, "valet_preemptions_total", pool=c.pool_name)
 
         async def running_timed() -> dict[str, Any] | None:
             heal = ((await c.job()).get("status") or {}).get("lastHeal") or {}
@@ -189,7 +197,7 @@ async def test_xid79_swaps_the_worker_onto_a_spare_and_heals_the_node(backend: B
 
         heal = await c.until(running_timed, what="lastHeal.secondsToRunning")
         assert heal["seconds"] <= heal["secondsToRunning"] < 10
-        assert metric(c, "valet_heal_to_running_seconds_count", pool=c.pool_name) == 1
+        await metric_is(c, 1, "valet_heal_to_running_seconds_count", pool=c.pool_name)
 
         async def back_in_pool() -> bool:
             node = await c.node(victim_node)
