@@ -1,6 +1,7 @@
-# Two commands: `make simulate` installs everything and runs the fleet simulator;
-# `make test` runs lint, types, import contracts and the whole test suite (with the
-# real-API tier whenever KUBEBUILDER_ASSETS names envtest binaries: `make envtest`).
+# `make demo` installs everything and shows valet healing a simulated cluster (no cluster
+# needed); `make simulate` runs the fleet simulator; `make test` runs lint, types, import
+# contracts and the whole test suite (with the real-API tier whenever KUBEBUILDER_ASSETS
+# names envtest binaries: `make envtest`).
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
