@@ -104,3 +104,13 @@ def test_an_empty_spare_is_kept_hot_rather_than_one_still_clearing() -> None:
     plan = decide(view(nodes, pods, [job(replicas=1, status=RUNNING)], [p]), NOW)
     spot_binds = {a.node for a in plan.of(BindPod) if a.name.startswith("p-")}
     assert spot_binds and "b" not in spot_binds  # b, empty, stays hot; a is packed again
+
+
+def test_above_target_the_most_packed_spare_is_released_and_the_empty_one_stays() -> None:
+    nodes = [node("w"), node("a-packed", NodeState.SPARE), node("b-empty", NodeState.SPARE)]
+    pods = [worker("j-0-0", "w"), *(spot(f"a-packed-s{i}", "a-packed") for i in range(6))]
+    p = pool(1, [workload()], hot=1, preemption={"noticeSeconds": 60})
+    plan = decide(view(nodes, pods, [job(replicas=1, status=RUNNING)], [p]), NOW)
+    released = {a.node for a in plan.of(SetNodeState) if a.state is NodeState.ACTIVE}
+    assert released == {"a-packed"}
+    assert _hot_evictions(plan) == set()  # the spare kept is already empty: nothing to clear

@@ -32,9 +32,10 @@ def rebalance(ps: Pass, cap: Capacity) -> None:
     for pool in ps.view.pools:
         target = buffer_target(ps, pool)
         spares = spares_of(ps, pool)
-        for node in sorted(spares, key=lambda n: n.name, reverse=True)[
-            : max(0, len(spares) - target)
-        ]:
+        # The most packed go first: spot work stays where it runs, and an empty spare (a hot
+        # one, or one that just came back healed) stays in the buffer.
+        by_packing = sorted(spares, key=lambda n: (cap.free[n.name], n.name))
+        for node in by_packing[: max(0, len(spares) - target)]:
             ps.set_state(node.name, NodeState.ACTIVE, Reason.NODE_RELEASED, "buffer above target")
         missing = target - len(spares)
         if missing <= 0:
