@@ -14,6 +14,7 @@ removes the working directory in /tmp.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import ctypes
 import dataclasses
@@ -261,8 +262,6 @@ class ControlPlane:
 
 
 def _b64(data: bytes) -> str:
-    import base64
-
     return base64.b64encode(data).decode()
 
 
@@ -302,34 +301,16 @@ def start(
     )
     etcd_port, etcd_peer, api_port = free_port(), free_port(), free_port()
     url = f"https://127.0.0.1:{api_port}"
-    admin = workdir / "kubeconfig-admin"
     components = ["etcd", "kube-apiserver"]
-    plane = ControlPlane(url, workdir, admin, (), ca)
-    admin.write_text(
-        yaml.safe_dump(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "clusters": [
-                    {
-                        "name": "envtest",
-                        "cluster": {"server": url, "certificate-authority-data": _b64(ca.pem)},
-                    }
-                ],
-                "users": [
-                    {
-                        "name": "admin",
-                        "user": {
-                            "client-certificate-data": _b64((workdir / "admin.crt").read_bytes()),
-                            "client-key-data": _b64((workdir / "admin.key").read_bytes()),
-                        },
-                    }
-                ],
-                "contexts": [{"name": "admin", "context": {"cluster": "envtest", "user": "admin"}}],
-                "current-context": "admin",
-            }
-        )
+    plane = ControlPlane(url, workdir, workdir / "kubeconfig-admin", (), ca)
+    plane._write_kubeconfig(
+        "admin",
+        {
+            "client-certificate-data": _b64((workdir / "admin.crt").read_bytes()),
+            "client-key-data": _b64((workdir / "admin.key").read_bytes()),
+        },
     )
+    admin = plane.admin_kubeconfig
     try:
         plane._processes["etcd"] = _spawn(
             workdir,

@@ -27,6 +27,7 @@ from rich.table import Table
 
 from valet.k8s import codec, errors
 from valet.k8s.client import MERGE, Api, core_path, load_api_client, node_path, valet_path
+from valet.model import nodehealth
 from valet.model.enums import MAINTENANCE_ANNOTATION, STATE_LABEL, Health, NodeState
 from valet.model.specs import SpotPoolSpec
 from valet.model.view import Node
@@ -54,10 +55,7 @@ def _selects(selector: Mapping[str, str], node: Raw) -> bool:
 
 
 def _condition(obj: Raw, kind: str) -> Mapping[str, Any] | None:
-    for cond in (obj.get("status") or {}).get("conditions") or ():
-        if cond.get("type") == kind:
-            return dict(cond)
-    return None
+    return nodehealth.find_condition((obj.get("status") or {}).get("conditions") or (), kind)
 
 
 def _node_reason(node: Node) -> str:
