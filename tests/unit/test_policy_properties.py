@@ -1,4 +1,5 @@
-"""Invariants of decide() over random clusters and event sequences (hypothesis).
+"""Invariants of decide() over random clusters and event sequences (hypothesis), and the
+equivalence of an incrementally kept view with a full one.
 
 Each example builds a small pool, then plays a random sequence of node faults,
 repairs, application failures, scale changes and time steps through SimCluster,
@@ -7,6 +8,7 @@ calling decide() after each, and checks every invariant on every plan.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections import Counter
 
@@ -15,6 +17,7 @@ from hypothesis import strategies as st
 
 from valet.model.enums import Health, JobPhase, NodeState, PodKind, PodPhase, Reason, Remediation
 from valet.model.plan import BindPod, CreatePod, DeletePod, EvictPod, Plan, SetNodeState
+from valet.model.podindex import PodIndex
 from valet.model.specs import SpotPoolSpec, TrainingJobSpec
 from valet.model.view import ClusterView
 from valet.policy import PolicyConfig, decide
@@ -102,6 +105,25 @@ class Invariants:
         self.completions: Counter[int] = Counter()
         cluster.on_action.append(self._on_action)
         self.view: ClusterView | None = None
+        # The operator's way of keeping pods: an index fed one change at a time.
+        self.index = PodIndex()
+        self._records: dict[str, object] = {}
+
+    def incremental_view(self, view: ClusterView) -> ClusterView:
+        """``view`` with its pods from ``self.index``, fed only what changed since last time
+        (a pod created anew under an old name leaves and rejoins, as in the cache)."""
+        live = self.cluster.pods
+        for key in [k for k in self._records if k not in live]:
+            self.index.remove(key)
+            del self._records[key]
+        for key, rec in live.items():
+            if self._records.get(key) is not rec:
+                self.index.remove(key)
+                self._records[key] = rec
+            if self.index.pods.get(key) is not rec.pod:
+                self.index.put(rec.pod)
+        pods, index = self.index.snapshot()
+        return dataclasses.replace(view, pods=pods, index=index)
 
     def _on_action(self, action: object, now: float) -> None:
         if isinstance(action, BindPod):
@@ -173,6 +195,8 @@ def _pass(cluster: SimCluster, checks: Invariants, now: float) -> None:
     cluster.advance(now)
     view = cluster.view()
     plan = decide(view, now, CONFIG)
+    # Incremental indexes decide exactly as a full pass over the whole pod list.
+    assert decide(checks.incremental_view(view), now, CONFIG) == plan
     checks.before_apply(view, plan)
     finished = {a.name for a in plan.of(DeletePod) if a.reason is Reason.SHARD_DONE}
     for rec in list(cluster.pods.values()):

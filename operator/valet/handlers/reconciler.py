@@ -18,7 +18,7 @@ import structlog
 from valet.k8s import errors
 from valet.k8s.apply import Applier, Rejection
 from valet.k8s.cache import Cache, Invalid, Kind
-from valet.k8s.client import MERGE, valet_path
+from valet.k8s.client import MERGE, core_path, valet_path
 from valet.metrics import OperatorMetrics
 from valet.model.enums import EventType, JobPhase, NodeState, PodKind
 from valet.model.plan import Action, EvictPod, PatchJobStatus, Plan
@@ -190,10 +190,11 @@ class Reconciler:
             job = self.cache.deleted_jobs.pop()
             self._services.discard(job.key)
             await self._best_effort(self.applier.delete_service(job.namespace, job.name))
-        for key, job in list(self.cache.jobs.items()):
-            if key not in self._services and not job.deleting:
-                await self._best_effort(self.applier.ensure_service(key))
-                self._services.add(key)
+        missing = [
+            k for k, job in self.cache.jobs.items() if k not in self._services and not job.deleting
+        ]
+        if missing:
+            await asyncio.gather(*(self._best_effort(self._ensure_service(k)) for k in missing))
         for ident, invalid in list(self.cache.invalid.items()):
             if self._reported_invalid.get(ident) != invalid.resource_version:
                 self._reported_invalid[ident] = invalid.resource_version
@@ -212,6 +213,16 @@ class Reconciler:
             if ident not in rejected:
                 del self._reported_rejected[ident]
                 await self._best_effort(self._report_valid(*ident))
+
+    async def _ensure_service(self, key: str) -> None:
+        """Create the job's headless Service unless it exists: a restarted operator only
+        reads what the last one created."""
+        namespace, _, name = key.rpartition("/")
+        try:
+            await self.applier.api.call("GET", core_path("services", namespace, name))
+        except errors.NotFoundError:
+            await self.applier.ensure_service(key)
+        self._services.add(key)
 
     async def _best_effort(self, coro: object) -> None:
         try:

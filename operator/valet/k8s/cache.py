@@ -17,6 +17,7 @@ from typing import Any
 
 from valet.k8s import codec
 from valet.model.errors import SpecError
+from valet.model.podindex import PodIndex
 from valet.model.view import ClusterView, Job, Node, Pod, Pool
 
 Raw = Mapping[str, Any]
@@ -74,7 +75,7 @@ class Cache:
         self.clock = clock or time.time
         self.raw: dict[Kind, dict[str, Raw]] = {k: {} for k in Kind}
         self.nodes: dict[str, Node] = {}
-        self.pods: dict[str, Pod] = {}
+        self._pod_index = PodIndex()
         self.jobs: dict[str, Job] = {}
         self.pools: dict[str, Pool] = {}
         self.leases: dict[str, float] = {}  # node name → its kubelet Lease's renewTime
@@ -82,7 +83,6 @@ class Cache:
         self.deleted_jobs: list[Job] = []  # for the Service clean-up
         self._versions: dict[tuple[Kind, str], int] = {}
         self._tombstones: OrderedDict[tuple[Kind, str], int] = OrderedDict()
-        self._pods_view: tuple[Pod, ...] | None = None
         self.generation = 0  # bumps on every change policy can see
 
     # --- feeding -------------------------------------------------------------------------
@@ -137,17 +137,18 @@ class Cache:
             self._tombstones.popitem(last=False)
         self.raw[kind].pop(key, None)
         self.invalid.pop(ident, None)
-        store: dict[str, Any] = {  # type: ignore[assignment]  # one dict per kind
-            Kind.NODE: self.nodes,
-            Kind.POD: self.pods,
-            Kind.JOB: self.jobs,
-            Kind.POOL: self.pools,
-        }[kind]
-        gone = store.pop(key, None)
+        gone: Any
+        if kind is Kind.POD:
+            gone = self._pod_index.remove(key)
+        else:
+            store: dict[str, Any] = {  # type: ignore[assignment]  # one dict per kind
+                Kind.NODE: self.nodes,
+                Kind.JOB: self.jobs,
+                Kind.POOL: self.pools,
+            }[kind]
+            gone = store.pop(key, None)
         if gone is None:
             return False
-        if kind is Kind.POD:
-            self._pods_view = None
         if kind is Kind.JOB:
             self.deleted_jobs.append(gone)
         self.generation += 1
@@ -164,14 +165,10 @@ class Cache:
         pod = codec.pod_from(raw)
         old = self.pods.get(key)
         if pod is None:
-            if old is None:
-                return False
-            del self.pods[key]
-        elif old == pod:
+            return self._pod_index.remove(key) is not None
+        if old == pod:
             return False
-        else:
-            self.pods[key] = pod
-        self._pods_view = None
+        self._pod_index.put(pod)
         return True
 
     def _upsert_job(self, key: str, raw: Raw) -> bool:
@@ -211,10 +208,8 @@ class Cache:
 
     def patch_pod(self, key: str, **changes: Any) -> None:
         """What a write did to a pod before its watch event arrives (bind, eviction)."""
-        pod = self.pods.get(key)
-        if pod is not None:
-            self.pods[key] = dataclasses.replace(pod, **changes)
-            self._pods_view = None
+        if key in self.pods:
+            self._pod_index.replace(key, **changes)
             self.generation += 1
 
     # --- reading -------------------------------------------------------------------------
@@ -229,12 +224,16 @@ class Cache:
         self.leases[name] = max(renewed, before or renewed)
         return renewed - before if before is not None else float("inf")
 
+    @property
+    def pods(self) -> Mapping[str, Pod]:
+        return self._pod_index.pods
+
     def view(self) -> ClusterView:
-        if self._pods_view is None:
-            self._pods_view = tuple(self.pods.values())
+        pods, index = self._pod_index.snapshot()
         return ClusterView(
             nodes=dict(self.nodes),
-            pods=self._pods_view,
+            pods=pods,
+            index=index,
             jobs=tuple(self.jobs.values()),
             pools=tuple(self.pools.values()),
             leases=dict(self.leases),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 from valet.model.enums import (
     FaultAction,
@@ -131,6 +131,50 @@ class Pool:
 
 
 @dataclasses.dataclass(frozen=True)
+class NodeUsage:
+    """What the pods on one node take, as a pass starts: the start of its GPU accounting."""
+
+    used: int  # GPUs of pods bound here (and not finished) or nominated here
+    bound: int  # GPUs of pods bound here and not finished (also while deleting)
+    releasing: int  # of those, GPUs of pods on their way out
+    spot: tuple[Pod, ...]  # spot pods bound here and not deleting
+    workers: bool  # a worker is bound or nominated here
+
+
+def node_usage(pods: Iterable[Pod]) -> NodeUsage | None:
+    """The usage of a node from its pods (``pods_by_node``); None when nothing takes GPUs."""
+    used = bound = releasing = 0
+    spot: list[Pod] = []
+    workers = counted = False
+    for pod in pods:
+        if not pod.holds_gpus and not (pod.node is None and pod.live):
+            continue  # finished; or only indexed here, nominated but on its way out
+        counted = True
+        used += pod.gpus
+        if pod.kind is PodKind.WORKER:
+            workers = True
+        if pod.holds_gpus:
+            bound += pod.gpus
+            if pod.deleting:
+                releasing += pod.gpus
+            elif pod.kind is PodKind.SPOT:
+                spot.append(pod)
+    if not counted:
+        return None
+    return NodeUsage(used, bound, releasing, tuple(spot), workers)
+
+
+@dataclasses.dataclass(frozen=True)
+class ViewIndex:
+    """Pods grouped as policy asks for them; kept incrementally by ``PodIndex``."""
+
+    pods_by_node: Mapping[str, tuple[Pod, ...]]
+    workers_by_job: Mapping[str, tuple[Pod, ...]]
+    spot_by_pool: Mapping[str, tuple[Pod, ...]]
+    usage: Mapping[str, NodeUsage]
+
+
+@dataclasses.dataclass(frozen=True)
 class ClusterView:
     nodes: Mapping[str, Node]
     pods: tuple[Pod, ...] = ()
@@ -139,6 +183,8 @@ class ClusterView:
     # renewTime of each node's Lease in kube-node-lease: the kubelet's heartbeat (a real
     # kubelet renews it every 10 s, and refreshes the Ready condition only every few minutes).
     leases: Mapping[str, float] = dataclasses.field(default_factory=dict)
+    # The groups below, precomputed by whoever keeps the pods (the same as computed here).
+    index: ViewIndex | None = dataclasses.field(default=None, compare=False, repr=False)
 
     def kubelet_heartbeat(self, node: Node) -> float | None:
         """The kubelet's last sign of life: its Lease, else the Ready heartbeat."""
@@ -147,7 +193,9 @@ class ClusterView:
 
     @functools.cached_property
     def pods_by_node(self) -> Mapping[str, tuple[Pod, ...]]:
-        """Pods holding GPUs (or nominated to) each node."""
+        """Pods bound to each node (in any phase), or nominated to it and live."""
+        if self.index is not None:
+            return self.index.pods_by_node
         index: dict[str, list[Pod]] = defaultdict(list)
         for pod in self.pods:
             if pod.node is not None:
@@ -158,6 +206,8 @@ class ClusterView:
 
     @functools.cached_property
     def workers_by_job(self) -> Mapping[str, tuple[Pod, ...]]:
+        if self.index is not None:
+            return self.index.workers_by_job
         index: dict[str, list[Pod]] = defaultdict(list)
         for pod in self.pods:
             if pod.kind is PodKind.WORKER:
@@ -166,8 +216,18 @@ class ClusterView:
 
     @functools.cached_property
     def spot_by_pool(self) -> Mapping[str, tuple[Pod, ...]]:
+        if self.index is not None:
+            return self.index.spot_by_pool
         index: dict[str, list[Pod]] = defaultdict(list)
         for pod in self.pods:
             if pod.kind is PodKind.SPOT:
                 index[pod.owner].append(pod)
         return {k: tuple(v) for k, v in index.items()}
+
+    @functools.cached_property
+    def usage(self) -> Mapping[str, NodeUsage]:
+        """What the pods on each node take (only nodes where something does)."""
+        if self.index is not None:
+            return self.index.usage
+        found = {name: node_usage(pods) for name, pods in self.pods_by_node.items()}
+        return {name: usage for name, usage in found.items() if usage is not None}

@@ -10,7 +10,7 @@ import dataclasses
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 
-from valet.model.enums import NodeState, PodKind
+from valet.model.enums import NodeState
 from valet.model.view import ClusterView, Node, Pod
 
 
@@ -43,35 +43,34 @@ class Capacity:
     """Free, releasing and evictable GPUs per node, updated as the pass places pods."""
 
     def __init__(self, view: ClusterView) -> None:
+        usage = view.usage
         self.free: dict[str, int] = {name: node.gpus for name, node in view.nodes.items()}
         self.bound: defaultdict[str, int] = defaultdict(int)
         self.releasing: defaultdict[str, int] = defaultdict(int)
-        self.spot: defaultdict[str, list[Pod]] = defaultdict(list)
+        # Tuples, replaced rather than changed: they are shared with the view's index.
+        self.spot: dict[str, tuple[Pod, ...]] = {}
         self.workers_on: set[str] = set()  # nodes with a worker bound or nominated
-        for pod in view.pods:
-            if pod.holds_gpus:
-                name = pod.node
-            elif pod.node is None and pod.live and pod.nominated_node is not None:
-                name = pod.nominated_node
-            else:
+        free = self.free
+        for name, use in usage.items():
+            if name not in free:
                 continue
-            if name not in self.free:
-                continue
-            self.free[name] -= pod.gpus
-            if pod.kind is PodKind.WORKER:
+            free[name] -= use.used
+            if use.workers:
                 self.workers_on.add(name)
-            if pod.holds_gpus:
-                self.bound[name] += pod.gpus
-                if pod.deleting:
-                    self.releasing[name] += pod.gpus
-                elif pod.kind is PodKind.SPOT:
-                    self.spot[name].append(pod)
+            if use.bound:
+                self.bound[name] = use.bound
+            if use.releasing:
+                self.releasing[name] = use.releasing
+            if use.spot:
+                self.spot[name] = use.spot
 
     def remove_spot(self, pod: Pod) -> None:
         """A spot pod is being evicted this pass: its GPUs are on their way out."""
-        if pod.node is not None and pod in self.spot[pod.node]:
-            self.spot[pod.node].remove(pod)
-            self.releasing[pod.node] += pod.gpus
+        on_node = self.spot.get(pod.node or "", ())
+        if pod in on_node:
+            i = on_node.index(pod)
+            self.spot[pod.node or ""] = on_node[:i] + on_node[i + 1 :]
+            self.releasing[pod.node or ""] += pod.gpus
 
     def _could_take(self, node: str, gpus: int) -> bool:
         free = self.free[node]

@@ -190,7 +190,7 @@ def _bind_nominated(ps: Pass, cap: Capacity, job: Job, keep: list[Pod], heal: _H
             continue
         deficit = cap.bound[node.name] + w.gpus - node.gpus - cap.releasing[node.name]
         if deficit > 0:
-            for victim in choose_victims(cap.spot[node.name], deficit):
+            for victim in choose_victims(cap.spot.get(node.name, ()), deficit):
                 cap.remove_spot(victim)
                 preempt(ps, victim, f"a replacement worker of {job.key}")
     return result

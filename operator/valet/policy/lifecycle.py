@@ -60,37 +60,43 @@ def new_pass(view: ClusterView, now: float, config: PolicyConfig) -> Pass:
     # API server that is down, and no node is to be declared dead for it.
     freshest = max(view.leases.values(), default=now)
     lease_now = min(now, freshest)
-    selectors = [(pool_nodes[p.name], tuple(p.spec.node_selector.items()), p) for p in view.pools]
+    selectors = [
+        (
+            pool_nodes[p.name],
+            tuple(p.spec.node_selector.items()),
+            p.spec.node_grace_seconds or config.node_grace_seconds,
+        )
+        for p in view.pools
+    ]
+    leases = view.leases
+    unknown, in_states, out_states = Health.UNKNOWN, IN_SERVICE, OUT_OF_SERVICE
     for name, node in view.nodes.items():
-        pool = None
         labels = node.labels
-        for members, selector, candidate in selectors:  # the first pool selecting it
+        for members, selector, grace in selectors:  # the first pool selecting it
             for key, value in selector:
                 if labels.get(key) != value:
                     break
             else:
                 members.append(node)
-                pool = candidate
+                lease = leases.get(name)
+                died_at = _dead_since(node, lease, now, lease_now, grace)
+                if died_at is not None:
+                    node = dead[name] = _as_dead(node, died_at)
+                    members[-1] = node
+                elif node.state not in out_states:
+                    beat = lease if lease is not None else node.ready_heartbeat
+                    if beat is not None:  # when it would be dead, the view lagging as now
+                        wake_at.append(beat + grace + (now - lease_now))
                 break
-        if pool is not None:
-            grace = pool.spec.node_grace_seconds or config.node_grace_seconds
-            died_at = _dead_since(view, node, now, lease_now, grace)
-            if died_at is not None:
-                node = dead[name] = _as_dead(node, died_at)
-                members[-1] = node
-            elif node.state not in OUT_OF_SERVICE:
-                beat = view.kubelet_heartbeat(node)
-                if beat is not None:  # when it would be dead, the view lagging as now
-                    wake_at.append(beat + grace + (now - lease_now))
         state = states[name] = node.state
-        beat = node.health.heartbeat
+        heartbeat = node.health.heartbeat
         verdict = health[name] = (
-            Health.UNKNOWN if beat is None or beat < stale_before else node.health.verdict
+            unknown if heartbeat is None or heartbeat < stale_before else node.health.verdict
         )
-        if state in IN_SERVICE:
+        if state in in_states:
             if verdict is Health.HEALTHY and node.ready:
                 in_service.add(name)
-        elif state in OUT_OF_SERVICE:
+        elif state in out_states:
             out_of_service.add(name)
     if dead:
         view = dataclasses.replace(view, nodes={**view.nodes, **dead})
@@ -111,15 +117,16 @@ def new_pass(view: ClusterView, now: float, config: PolicyConfig) -> Pass:
 
 
 def _dead_since(
-    view: ClusterView, node: Node, now: float, lease_now: float, grace: float
+    node: Node, lease: float | None, now: float, lease_now: float, grace: float
 ) -> float | None:
     """When the kubelet was last seen alive, if that is longer than ``grace`` ago: its Lease
     not renewed for the grace while other Leases were (``lease_now``: the freshest), or its
     Ready heartbeat (without a Lease) or Ready not True for the whole grace."""
-    beat = view.kubelet_heartbeat(node)
-    reference = lease_now if node.name in view.leases else now
-    if beat is not None and reference - beat > grace:
-        return beat
+    if lease is not None:
+        if lease_now - lease > grace:
+            return lease
+    elif node.ready_heartbeat is not None and now - node.ready_heartbeat > grace:
+        return node.ready_heartbeat
     if not node.ready and node.ready_since is not None and now - node.ready_since > grace:
         return node.ready_since
     return None

@@ -1,0 +1,136 @@
+"""Pods indexed by node, by job and by pool, kept up to date one pod at a time.
+
+A pass asks every pod by node (GPU accounting, drains), by job (gangs) and by pool (spot
+work). Computing those from the whole pod list costs a pass time in proportion to the
+fleet; ``PodIndex`` is fed each change instead (by the operator's cache and the
+simulator) and ``snapshot()`` rebuilds only the entries that changed since the last one.
+
+Every tuple in a snapshot keeps the order of ``pods`` (the order pods were first
+added), exactly as the same index computed from scratch (``ClusterView`` without an
+index) would, so a pass decides the same either way.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from collections.abc import Iterable, Mapping
+
+from valet.model.enums import PodKind
+from valet.model.view import NodeUsage, Pod, ViewIndex, node_usage
+
+
+def _node_of(pod: Pod) -> str | None:
+    """The node a pod is indexed under: where it is bound, else where it is nominated."""
+    if pod.node is not None:
+        return pod.node
+    if pod.nominated_node is not None and pod.live:
+        return pod.nominated_node
+    return None
+
+
+def _owner_index(pod: Pod) -> tuple[str, str] | None:
+    if pod.kind is PodKind.WORKER:
+        return "job", pod.owner
+    if pod.kind is PodKind.SPOT:
+        return "pool", pod.owner
+    return None
+
+
+class PodIndex:
+    """All pods by key, plus per-node, per-job and per-pool groups, updated in place."""
+
+    def __init__(self, pods: Iterable[Pod] = ()) -> None:
+        self._pods: dict[str, Pod] = {}
+        self._order: dict[str, int] = {}  # pod key → when it was (last) first added
+        self._counter = itertools.count()
+        self._groups: dict[tuple[str, str], dict[str, Pod]] = {}
+        self._dirty: set[tuple[str, str]] = set()
+        self._by_node: dict[str, tuple[Pod, ...]] = {}
+        self._by_job: dict[str, tuple[Pod, ...]] = {}
+        self._by_pool: dict[str, tuple[Pod, ...]] = {}
+        self._usage: dict[str, NodeUsage] = {}
+        self._all: tuple[Pod, ...] | None = None
+        for pod in pods:
+            self.put(pod)
+
+    @property
+    def pods(self) -> Mapping[str, Pod]:
+        return self._pods
+
+    def put(self, pod: Pod) -> None:
+        old = self._pods.get(pod.key)
+        if old is None:
+            self._order[pod.key] = next(self._counter)
+        else:
+            self._leave(old)
+        self._pods[pod.key] = pod
+        self._join(pod)
+        self._all = None
+
+    def remove(self, key: str) -> Pod | None:
+        old = self._pods.pop(key, None)
+        if old is not None:
+            self._leave(old)
+            del self._order[key]
+            self._all = None
+        return old
+
+    def _groups_of(self, pod: Pod) -> Iterable[tuple[str, str]]:
+        node = _node_of(pod)
+        if node is not None:
+            yield "node", node
+        owner = _owner_index(pod)
+        if owner is not None:
+            yield owner
+
+    def _join(self, pod: Pod) -> None:
+        for group in self._groups_of(pod):
+            self._groups.setdefault(group, {})[pod.key] = pod
+            self._dirty.add(group)
+
+    def _leave(self, pod: Pod) -> None:
+        for group in self._groups_of(pod):
+            members = self._groups.get(group)
+            if members is not None:
+                members.pop(pod.key, None)
+                if not members:
+                    del self._groups[group]
+            self._dirty.add(group)
+
+    def snapshot(self) -> tuple[tuple[Pod, ...], ViewIndex]:
+        """Every pod in order, and the groups as of now (later changes do not show)."""
+        if self._all is None:
+            self._all = tuple(self._pods.values())
+        targets = {"node": self._by_node, "job": self._by_job, "pool": self._by_pool}
+        order = self._order
+        for group in self._dirty:
+            kind, name = group
+            members = self._groups.get(group)
+            target = targets[kind]
+            if not members:
+                target.pop(name, None)
+                if kind == "node":
+                    self._usage.pop(name, None)
+                continue
+            pods = tuple(sorted(members.values(), key=lambda p: order[p.key]))
+            target[name] = pods
+            if kind == "node":
+                usage = node_usage(pods)
+                if usage is None:
+                    self._usage.pop(name, None)
+                else:
+                    self._usage[name] = usage
+        self._dirty.clear()
+        index = ViewIndex(
+            pods_by_node=dict(self._by_node),
+            workers_by_job=dict(self._by_job),
+            spot_by_pool=dict(self._by_pool),
+            usage=dict(self._usage),
+        )
+        return self._all, index
+
+    def replace(self, key: str, **changes: object) -> None:
+        pod = self._pods.get(key)
+        if pod is not None:
+            self.put(dataclasses.replace(pod, **changes))  # type: ignore[arg-type]

@@ -1,0 +1,50 @@
+"""A restarted operator (upgrade, eviction, leader hand-over) adopts a running fleet: its
+first passes find everything as the last operator left it and write nothing."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tests.integration.harness import Backend, Cluster, cluster
+from tests.integration.test_scenarios import phase_is, setup
+from valet.k8s.client import Api, core_path
+
+
+async def quiet(c: Cluster) -> bool:
+    """The operator has settled: the job's workers run and its last pass had nothing to do."""
+    assert c.operator is not None
+    reconciler = c.operator.reconciler
+    status = await phase_is(c, "Running")
+    ready = status is not None and status.get("readyReplicas") == 2
+    return ready and reconciler.passes > 2 and not reconciler.last_plan
+
+
+async def test_a_restarted_operator_adopts_a_steady_fleet_without_writing(
+    backend: Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with cluster(backend, 4) as c:
+        await setup(c, c.spot_pool(spares=1, shards=None, gpus_per_pod=2))
+        await c.apply(c.training_job(replicas=2, min_replicas=2))
+        await c.until(lambda: quiet(c), what="job Running and the pool packed")
+        spot_pods = {p["metadata"]["name"] for p in await c.pods(c.batch)}
+        assert spot_pods and c.operator is not None
+        options = c.operator.options
+        await c.stop_operator()
+
+        writes: list[str] = []
+        call = Api.call
+
+        async def recording(self: Api, method: str, path: str, *args: Any, **kw: Any) -> Any:
+            if method != "GET" and self.api_client.user_agent.startswith("valet-operator"):
+                writes.append(f"{method} {path}")
+            return await call(self, method, path, *args, **kw)
+
+        monkeypatch.setattr(Api, "call", recording)
+        operator = await c.start_operator(options)
+        await c.until(lambda: quiet(c), what="the new operator settled")
+        assert operator.reconciler.passes > 2
+        assert writes == [], "\n".join(writes)
+        assert {p["metadata"]["name"] for p in await c.pods(c.batch)} == spot_pods
+        assert await c.items(core_path("services", c.train))
