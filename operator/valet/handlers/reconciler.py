@@ -67,6 +67,8 @@ class Reconciler:
         self._services: set[str] = set()
         self._reported_invalid: dict[tuple[Kind, str], str] = {}
         self._reported_rejected: dict[tuple[Kind, str], Rejection] = {}
+        # The pool status or job last exported as gauges.
+        self._gauged: dict[tuple[Kind, str], object] = {}
         applier.on_error = self._count_error
         applier.retry_rejected_seconds = loop.retry_rejected_seconds
 
@@ -123,8 +125,8 @@ class Reconciler:
 
     def _observe(self, view: ClusterView, plan: Plan) -> None:
         m = self.metrics
-        jobs = {j.key: j for j in view.jobs}
-        pods = {p.key: p for p in view.pods}
+        jobs = {j.key: j for j in view.jobs} if plan.of(PatchJobStatus) else {}
+        pods = self.cache.pods
         for action in plan:
             m.actions.labels(type(action).__name__).inc()
             if isinstance(action, EvictPod):
@@ -158,8 +160,13 @@ class Reconciler:
                 running = heal.seconds_to_running
                 if running is not None and (before is None or before.running_at is None):
                     m.heal_running_seconds.labels(pool_name).observe(running)
+        # Gauges of the pools and jobs whose status changed since the last pass: a pass
+        # costs what changed, not a label lookup per job of the fleet.
         for pool in self.cache.pools.values():
             ps = pool.status
+            if self._gauged.get((Kind.POOL, pool.name)) is ps:
+                continue
+            self._gauged[(Kind.POOL, pool.name)] = ps
             m.spares.labels(pool.name).set(ps.spares)
             m.spares_target.labels(pool.name).set(ps.spares_target)
             m.spot_gpus.labels(pool.name).set(ps.spot_gpus)
@@ -167,6 +174,9 @@ class Reconciler:
                 m.nodes.labels(pool.name, state).set(ps.nodes.get(state, 0))
         for job in self.cache.jobs.values():
             s = job.status
+            if self._gauged.get((Kind.JOB, job.key)) is job:
+                continue
+            self._gauged[(Kind.JOB, job.key)] = job
             for state, value in (
                 ("desired", job.spec.target),
                 ("bound", s.replicas),
@@ -189,6 +199,7 @@ class Reconciler:
         while self.cache.deleted_jobs:
             job = self.cache.deleted_jobs.pop()
             self._services.discard(job.key)
+            self._gauged.pop((Kind.JOB, job.key), None)
             await self._best_effort(self.applier.delete_service(job.namespace, job.name))
         missing = [
             k for k, job in self.cache.jobs.items() if k not in self._services and not job.deleting
