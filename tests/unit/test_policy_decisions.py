@@ -281,6 +281,22 @@ def test_spot_fills_spares_first_then_by_weight() -> None:
     assert sorted(a.shard for a in pods if a.workload == "big")[:3] == [0, 1, 2]
 
 
+def test_idle_gpus_fill_in_chunks_and_the_next_chunk_follows_at_once() -> None:
+    p = pool(0, [workload(shards=1000)])
+    nodes = [node(f"n{i}") for i in range(20)]  # 160 idle GPUs, 1-GPU shards
+    config = PolicyConfig(max_spot_pods_per_pass=100)
+    plan = decide(view(nodes, [], [], [p]), NOW, config)
+    first = created(plan, PodKind.SPOT)
+    assert len(first) == 100
+    assert plan.wake_at is not None and plan.wake_at - NOW < 0.1  # at once, not on resync
+    placed = [spot(a.name, a.nominated_node, shard=a.shard) for a in first]
+    plan = decide(view(nodes, placed, [], [p]), NOW, config)
+    rest = created(plan, PodKind.SPOT)
+    assert len(rest) == 60 and not {a.shard for a in rest} & {a.shard for a in first}
+    unlimited = decide(view(nodes, [], [], [p]), NOW, PolicyConfig(max_spot_pods_per_pass=None))
+    assert len(created(unlimited, PodKind.SPOT)) == 160
+
+
 def test_a_finished_shard_is_recorded_before_its_pod_goes_and_never_rerun() -> None:
     p = pool(0, [workload(shards=3)])
     done = spot("done", "a", shard=0, phase=PodPhase.SUCCEEDED)

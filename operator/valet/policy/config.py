@@ -24,3 +24,7 @@ class PolicyConfig:
     remediation_timeout_seconds: float = 3600.0
     # Ceiling on the exponential restart backoff of a job.
     max_backoff_seconds: float = 600.0
+    # Spot pods created in one pass, at most (None: no limit). Filling a fleet's idle GPUs
+    # is thousands of pods; in chunks, every pass stays short and a failure seen meanwhile
+    # waits for one chunk, not for the whole fill. The next chunk follows at once.
+    max_spot_pods_per_pass: int | None = 100

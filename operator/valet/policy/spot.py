@@ -8,6 +8,7 @@ a preempted shard returns to the queue; a done one is never started again.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Iterator
 
 from valet.model.enums import NodeState, PodKind, PodPhase, Reason
@@ -108,7 +109,10 @@ def _pending(ps: Pass, pool: Pool, wl: Workload, ledger: PoolLedger) -> Iterator
 
 def pack_spot(ps: Pass, cap: Capacity, ledgers: dict[str, PoolLedger]) -> None:
     """Fill idle GPUs, spares first and fullest first, sharing by workload weight; hot
-    spares stay empty (their spot pods leave with notice)."""
+    spares stay empty (their spot pods leave with notice). At most
+    ``max_spot_pods_per_pass`` pods a pass; the rest in the passes right after."""
+    limit = ps.config.max_spot_pods_per_pass
+    budget = limit if limit is not None else math.inf
     for pool in ps.view.pools:
         hot = {n.name for n in hot_spares(ps, pool, cap)}
         for name in sorted(hot):
@@ -136,6 +140,9 @@ def pack_spot(ps: Pass, cap: Capacity, ledgers: dict[str, PoolLedger]) -> None:
         }
         active = list(pool.spec.workloads)
         while active and nodes:
+            if budget <= 0:
+                ps.wake(ps.now + _NEXT_CHUNK_SECONDS)
+                return
             wl = min(active, key=lambda w: (using[w.name] / w.weight, w.name))
             fitting = [n for n in nodes if cap.free[n.name] >= wl.gpus_per_pod]
             item = next(queues[wl.name], StopIteration) if fitting else StopIteration
@@ -148,11 +155,15 @@ def pack_spot(ps: Pass, cap: Capacity, ledgers: dict[str, PoolLedger]) -> None:
             )
             shard = item if isinstance(item, int) else None
             _create(ps, pool, wl, shard, node.name)
+            budget -= 1
             cap.free[node.name] -= wl.gpus_per_pod
             cap.bound[node.name] += wl.gpus_per_pod
             using[wl.name] += wl.gpus_per_pod
             if cap.free[node.name] <= 0:
                 nodes.remove(node)
+
+
+_NEXT_CHUNK_SECONDS = 0.001
 
 
 def _create(ps: Pass, pool: Pool, wl: Workload, shard: int | None, node: str) -> None:
