@@ -8,6 +8,7 @@ a preempted shard returns to the queue; a done one is never started again.
 from __future__ import annotations
 
 import dataclasses
+import heapq
 import math
 from collections.abc import Iterator
 
@@ -15,7 +16,7 @@ from valet.model.enums import NodeState, PodKind, PodPhase, Reason
 from valet.model.plan import BindPod, CreatePod
 from valet.model.shards import ShardSet
 from valet.model.specs import Workload
-from valet.model.view import Pod, Pool
+from valet.model.view import Node, Pod, Pool
 from valet.policy.buffer import hot_spares
 from valet.policy.capacity import Capacity
 from valet.policy.jobs import preempt
@@ -139,28 +140,56 @@ def pack_spot(ps: Pass, cap: Capacity, ledgers: dict[str, PoolLedger]) -> None:
             for wl in pool.spec.workloads
         }
         active = list(pool.spec.workloads)
-        while active and nodes:
-            if budget <= 0:
-                ps.wake(ps.now + _NEXT_CHUNK_SECONDS)
-                return
+        fits = _Fits(ps, cap, nodes)
+        while active:
             wl = min(active, key=lambda w: (using[w.name] / w.weight, w.name))
-            fitting = [n for n in nodes if cap.free[n.name] >= wl.gpus_per_pod]
-            item = next(queues[wl.name], StopIteration) if fitting else StopIteration
-            if item is StopIteration:
+            node = fits.best(wl.gpus_per_pod)
+            item = next(queues[wl.name], StopIteration) if node is not None else StopIteration
+            if node is None or item is StopIteration:
                 active.remove(wl)
                 continue
-            node = min(
-                fitting,
-                key=lambda n: (ps.states[n.name] is not NodeState.SPARE, cap.free[n.name], n.name),
-            )
+            if budget <= 0:  # more to place: in the next pass
+                ps.wake(ps.now + _NEXT_CHUNK_SECONDS)
+                return
             shard = item if isinstance(item, int) else None
-            _create(ps, pool, wl, shard, node.name)
+            _create(ps, pool, wl, shard, node)
             budget -= 1
-            cap.free[node.name] -= wl.gpus_per_pod
-            cap.bound[node.name] += wl.gpus_per_pod
+            cap.free[node] -= wl.gpus_per_pod
+            cap.bound[node] += wl.gpus_per_pod
             using[wl.name] += wl.gpus_per_pod
-            if cap.free[node.name] <= 0:
-                nodes.remove(node)
+            fits.taken(node)
+
+
+class _Fits:
+    """The node a spot pod of some size goes to: spares first, then the fullest that fits
+    (best fit), then by name. One heap per pod size: a node that GPUs were taken from is
+    pushed again with what is left, and its older entry is dropped when it surfaces."""
+
+    def __init__(self, ps: Pass, cap: Capacity, nodes: list[Node]) -> None:
+        self.cap = cap
+        self.rank = {n.name: ps.states[n.name] is not NodeState.SPARE for n in nodes}
+        self.heaps: dict[int, list[tuple[bool, int, str]]] = {}
+
+    def best(self, gpus: int) -> str | None:
+        free = self.cap.free
+        heap = self.heaps.get(gpus)
+        if heap is None:
+            heap = [(rank, free[n], n) for n, rank in self.rank.items() if free[n] >= gpus]
+            heapq.heapify(heap)
+            self.heaps[gpus] = heap
+        while heap:
+            _, was, name = heap[0]
+            now = free[name]
+            if now == was:
+                return name
+            heapq.heappop(heap)  # outdated: ``taken`` pushed what is left
+        return None
+
+    def taken(self, name: str) -> None:
+        free = self.cap.free[name]
+        for gpus, heap in self.heaps.items():
+            if free >= gpus:
+                heapq.heappush(heap, (self.rank[name], free, name))
 
 
 _NEXT_CHUNK_SECONDS = 0.001
