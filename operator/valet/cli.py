@@ -257,6 +257,8 @@ def _operator(args: argparse.Namespace) -> int:
         leader_election=args.leader_elect,
         lease_namespace=args.lease_namespace or os.environ.get("POD_NAMESPACE", "default"),
         identity=os.environ.get("POD_NAME") or socket.gethostname(),
+        api_qps=args.api_qps,
+        api_burst=args.api_burst,
     )
     operator = Operator(options)
     start_http_server(args.metrics_port, registry=operator.metrics.registry)
@@ -473,6 +475,15 @@ def build_parser() -> argparse.ArgumentParser:
         default="",
         metavar="NAME",
         help="PriorityClass for spot pods whose template names none",
+    )
+    op.add_argument(
+        "--api-qps",
+        type=float,
+        default=200.0,
+        help="client-side rate limit of API calls per second (a token bucket; 0: none)",
+    )
+    op.add_argument(
+        "--api-burst", type=int, default=400, help="calls allowed at once above --api-qps"
     )
     op.add_argument("--log-format", choices=("json", "console"), default="json")
     op.set_defaults(func=_operator)

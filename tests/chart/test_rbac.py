@@ -20,6 +20,7 @@ OPERATOR: set[Rule] = {
     ("apiextensions.k8s.io", "customresourcedefinitions", "list", ""),
     ("apiextensions.k8s.io", "customresourcedefinitions", "watch", ""),
     ("", "events", "create", ""),
+    ("", "events", "patch", ""),
     # Application
     ("", "nodes", "get", ""),
     ("", "nodes", "list", ""),

@@ -69,7 +69,12 @@ class Cluster:
     # --- the operator ------------------------------------------------------------------
 
     async def start_operator(self, options: OperatorOptions) -> Operator:
-        api = Api(load_api_client(self.kubeconfig, component="operator"), retry=FAST_RETRY)
+        api = Api(
+            load_api_client(self.kubeconfig, component="operator"),
+            retry=FAST_RETRY,
+            qps=options.api_qps,
+            burst=options.api_burst,
+        )
         operator = Operator(options, api=api)
         self._stop = asyncio.Event()
         ready = asyncio.Event()

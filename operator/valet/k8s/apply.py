@@ -19,13 +19,15 @@ a pass. The reconciler reports the hold on the owner's ``SpecValid`` condition.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import dataclasses
 import itertools
 import time
+import weakref
 from collections import defaultdict
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import structlog
 
@@ -112,6 +114,7 @@ class Applier:
         self.on_error = on_error
         self.rejected: dict[tuple[Kind, str], Rejection] = {}
         self.retry_rejected_seconds = 60.0
+        self._events = _EventCorrelator()
 
     async def apply(self, plan: Plan) -> ApplyResult:
         result = ApplyResult()
@@ -346,29 +349,110 @@ class Applier:
         reason: str,
         message: str,
     ) -> None:
-        now = to_rfc3339(self.clock())
-        ns = namespace or "default"
+        """Record an Event, correlated as client-go's recorder does (``EventCorrelator``).
+
+        - The same Event again (object and its uid, type, reason, message, source) is a
+          PATCH of the first one's ``count`` and ``lastTimestamp``, not a new object.
+        - From the ``AGGREGATE_MAX_EVENTS``-th distinct message of similar Events (same
+          object, type and reason) within ``AGGREGATE_INTERVAL_SECONDS`` of the last one,
+          they go to one Event "(combined from similar events): <latest message>", whose
+          count grows the same way.
+        - Occurrences of one Event that arrive while it is being written are folded into
+          the next write (one PATCH adding them all to ``count``).
+        - A PATCH answered 404 (the Event expired, or was deleted) creates it anew.
+
+        Legacy core/v1 Events (no ``eventTime``, so no ``series``): ``count`` occurrences
+        between ``firstTimestamp`` and ``lastTimestamp``. What was written is remembered
+        for ``EVENT_CACHE_SIZE`` keys, least recently used first out."""
+        now = self.clock()
         involved: dict[str, Any] = {"kind": kind, "name": name, "apiVersion": _API_VERSION[kind]}
         if namespace:
             involved["namespace"] = namespace
         uid = _uid(self.cache, kind, namespace, name)
         if uid:
             involved["uid"] = uid
+        similar: _Key = (
+            COMPONENT,
+            kind,
+            namespace or "",
+            name,
+            uid,
+            involved["apiVersion"],
+            str(type_),
+            reason,
+        )
+        key, message = self._events.correlate(similar, message, now)
+        queued = self._events.queued.get(key)
+        if queued is not None:  # a write of this Event is under way: ride on the next one
+            queued.count += 1
+            queued.message, queued.last = message, now
+            await asyncio.shield(queued.done)
+            return
+        pending = _Occurrences(
+            namespace or "default",
+            involved,
+            str(type_),
+            reason,
+            message,
+            first=now,
+            last=now,
+            done=asyncio.get_running_loop().create_future(),
+        )
+        self._events.queued[key] = pending
+        lock = self._events.lock(key)
+        try:
+            async with lock:
+                if self._events.queued.get(key) is pending:
+                    del self._events.queued[key]  # later occurrences queue for the next write
+                await self._write_event(key, pending)
+        except BaseException as err:
+            if self._events.queued.get(key) is pending:
+                del self._events.queued[key]
+            if isinstance(err, asyncio.CancelledError):
+                pending.done.cancel()
+            else:
+                pending.done.set_exception(err)
+                pending.done.exception()  # retrieved: those riding on it re-raise it
+            raise
+        pending.done.set_result(None)
+
+    async def _write_event(self, key: _EventKey, pending: _Occurrences) -> None:
+        ns = pending.namespace
+        logged = self._events.logged.get(key)
+        if logged is not None:
+            body = {
+                "count": logged.count + pending.count,
+                "lastTimestamp": to_rfc3339(pending.last),
+                "message": pending.message,
+            }
+            try:
+                await self.api.call(
+                    "PATCH", core_path("events", ns, logged.name), body, content_type=MERGE
+                )
+            except errors.NotFoundError:
+                self._events.logged.pop(key)  # expired (the API server's --event-ttl)
+            else:
+                logged.count += pending.count
+                return
+        name = f"{pending.involved['name']}.{time.time_ns():x}{next(self._seq)}"
         body = {
             "apiVersion": "v1",
             "kind": "Event",
-            "metadata": {"name": f"{name}.{time.time_ns():x}{next(self._seq)}", "namespace": ns},
-            "involvedObject": involved,
-            "reason": reason,
-            "message": message,
-            "type": str(type_),
+            "metadata": {"name": name, "namespace": ns},
+            "involvedObject": pending.involved,
+            "reason": pending.reason,
+            "message": pending.message,
+            "type": pending.type,
             "source": {"component": COMPONENT},
             "reportingComponent": COMPONENT,
-            "firstTimestamp": now,
-            "lastTimestamp": now,
-            "count": 1,
+            "firstTimestamp": to_rfc3339(pending.first),
+            "lastTimestamp": to_rfc3339(pending.last),
+            "count": pending.count,
         }
-        await self.api.call("POST", core_path("events", ns), body)
+        raw = await self.api.call("POST", core_path("events", ns), body)
+        self._events.logged.put(
+            key, _Logged(str(codec.meta(raw).get("name") or name), pending.count)
+        )
 
     async def ensure_service(self, job_key: str) -> None:
         job = self.cache.jobs.get(job_key)
@@ -383,6 +467,105 @@ class Applier:
     async def delete_service(self, namespace: str, name: str) -> None:
         with contextlib.suppress(errors.NotFoundError):
             await self.api.call("DELETE", core_path("services", namespace, name))
+
+
+# --- Event correlation (client-go's tools/record/events_cache.go) ------------------------
+
+AGGREGATE_MAX_EVENTS = 10  # distinct messages of similar Events before they are combined
+AGGREGATE_INTERVAL_SECONDS = 600.0  # a similar Event this long after the last starts afresh
+AGGREGATE_PREFIX = "(combined from similar events): "
+EVENT_CACHE_SIZE = 4096  # keys remembered, per cache
+
+_Key = tuple[str, ...]  # source, object (kind, namespace, name, uid, apiVersion), type, reason
+_EventKey = tuple[_Key, str | None]  # and the message; None: the aggregate Event
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+class _Lru(Generic[K, V]):
+    def __init__(self, size: int = EVENT_CACHE_SIZE) -> None:
+        self.size = size
+        self._items: collections.OrderedDict[K, V] = collections.OrderedDict()
+
+    def get(self, key: K) -> V | None:
+        value = self._items.get(key)
+        if value is not None:
+            self._items.move_to_end(key)
+        return value
+
+    def put(self, key: K, value: V) -> None:
+        self._items[key] = value
+        self._items.move_to_end(key)
+        while len(self._items) > self.size:
+            self._items.popitem(last=False)
+
+    def pop(self, key: K) -> None:
+        self._items.pop(key, None)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+@dataclasses.dataclass
+class _Similar:
+    """client-go's aggregateRecord: the distinct messages seen, and when the last came."""
+
+    messages: set[str]
+    last: float
+
+
+@dataclasses.dataclass
+class _Logged:
+    """client-go's eventLog: the Event written for a key, and its count so far."""
+
+    name: str
+    count: int
+
+
+@dataclasses.dataclass
+class _Occurrences:
+    """Occurrences of one Event not written yet (the first, and any arriving meanwhile)."""
+
+    namespace: str
+    involved: dict[str, Any]
+    type: str
+    reason: str
+    message: str
+    first: float
+    last: float
+    done: asyncio.Future[None]
+    count: int = 1
+
+
+class _EventCorrelator:
+    def __init__(self) -> None:
+        self.similar: _Lru[_Key, _Similar] = _Lru()
+        self.logged: _Lru[_EventKey, _Logged] = _Lru()
+        self.queued: dict[_EventKey, _Occurrences] = {}
+        self._locks: weakref.WeakValueDictionary[_EventKey, asyncio.Lock] = (
+            weakref.WeakValueDictionary()
+        )
+
+    def correlate(self, similar: _Key, message: str, now: float) -> tuple[_EventKey, str]:
+        """The Event an occurrence belongs to, and the message it shows
+        (``EventAggregator.EventAggregate``)."""
+        record = self.similar.get(similar)
+        if record is None or now - record.last > AGGREGATE_INTERVAL_SECONDS:
+            record = _Similar(set(), now)
+        record.messages.add(message)
+        record.last = now
+        self.similar.put(similar, record)
+        if len(record.messages) < AGGREGATE_MAX_EVENTS:
+            return (similar, message), message
+        record.messages.pop()  # as client-go: the set never grows past the maximum
+        return (similar, None), AGGREGATE_PREFIX + message
+
+    def lock(self, key: _EventKey) -> asyncio.Lock:
+        """One write at a time per Event; kept while someone holds or awaits it."""
+        lock = self._locks.get(key)
+        if lock is None:
+            lock = self._locks[key] = asyncio.Lock()
+        return lock
 
 
 _API_VERSION = {

@@ -2,7 +2,7 @@
 
 ::
 
-    ApiError                      any failed call; .status, .reason, .message
+    ApiError                      any failed call; .status, .reason, .message, .retry_after
     ├── TransientError            worth retrying: 409 Conflict, 429, 5xx, timeouts, resets
     │   └── ConflictError         409 with reason Conflict (a stale write)
     └── PermanentError            retrying cannot help: 400, 401, 403, 404, 405, 422, ...
@@ -17,15 +17,27 @@ as success; everything else permanent surfaces as an Event and a metric.
 
 from __future__ import annotations
 
+import email.utils
 import json
+import time
 from typing import Any
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, reason: str, message: str, method: str = "", path: str = ""):
+    def __init__(
+        self,
+        status: int,
+        reason: str,
+        message: str,
+        method: str = "",
+        path: str = "",
+        retry_after: float | None = None,
+    ):
         super().__init__(f"{method} {path}: {status} {reason}: {message}".strip())
         self.status, self.reason, self.message = status, reason, message
         self.method, self.path = method, path
+        # Seconds the server asked us to wait (``Retry-After`` of a 429 or 5xx), if it did.
+        self.retry_after = retry_after
 
 
 class TransientError(ApiError):
@@ -56,8 +68,14 @@ class InvalidError(PermanentError):
     pass
 
 
-def from_response(status: int, data: bytes, method: str, path: str) -> ApiError:
-    """The error for a non-2xx answer, from its status code and Kubernetes ``Status`` body."""
+def from_response(
+    status: int, data: bytes, method: str, path: str, retry_after: str | None = None
+) -> ApiError:
+    """The error for a non-2xx answer, from its status code and Kubernetes ``Status`` body.
+
+    ``retry_after`` is the answer's ``Retry-After`` header: on a 429 (API Priority and
+    Fairness rejecting the request) or a 5xx it becomes ``.retry_after``, the wait before the
+    next attempt, as client-go's ``checkWait`` does."""
     reason, message = "", ""
     try:
         body: Any = json.loads(data or b"{}")
@@ -78,7 +96,26 @@ def from_response(status: int, data: bytes, method: str, path: str) -> ApiError:
         cls = TransientError
     else:
         cls = PermanentError
-    return cls(status, reason or _REASONS.get(status, "Error"), message, method, path)
+    wait = parse_retry_after(retry_after) if status == 429 or status >= 500 else None
+    return cls(status, reason or _REASONS.get(status, "Error"), message, method, path, wait)
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """``Retry-After`` in seconds: delta-seconds (what the API server sends) or an HTTP-date;
+    None when absent or unreadable."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
 def from_transport(err: BaseException, method: str, path: str) -> TransientError:
