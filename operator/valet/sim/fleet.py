@@ -145,7 +145,13 @@ class FleetRun:
     def __init__(self, cfg: FleetConfig, setup: PolicySetup, failures: list[Failure]) -> None:
         self.cfg, self.setup, self.failures = cfg, setup, failures
         self.rng = random.Random(cfg.seed * 7919 + len(setup.name))
-        self.policy = PolicyConfig(staleness_seconds=math.inf)  # simulated agents never go silent
+        self.policy = PolicyConfig(
+            staleness_seconds=math.inf,  # simulated agents never go silent
+            # Spot pods in one pass, all of them: the operator creates them in chunks to keep
+            # a pass short, the next chunk at once, but the simulator's next pass would come
+            # a whole resolution step later and only delay the packing by it.
+            max_spot_pods_per_pass=None,
+        )
         self.repairs: dict[str, Failure] = {}
         self.rma_returns: list[tuple[float, str]] = []
         self.spot_lost = 0.0
