@@ -34,6 +34,7 @@ OPERATOR: set[Rule] = {
     ("", "pods", "delete", ""),
     ("", "pods/binding", "create", ""),
     ("", "pods/eviction", "create", ""),
+    ("", "services", "get", ""),
     ("", "services", "create", ""),
     ("", "services", "delete", ""),
     ("valet.dev", "trainingjobs", "list", ""),

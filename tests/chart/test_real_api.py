@@ -497,8 +497,10 @@ def refusals(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     from_response = errors.from_response
     check_response = kopf_errors.check_response
 
-    def recording(status: int, data: bytes, method: str, path: str) -> errors.ApiError:
-        error = from_response(status, data, method, path)
+    def recording(
+        status: int, data: bytes, method: str, path: str, retry_after: str | None = None
+    ) -> errors.ApiError:
+        error = from_response(status, data, method, path, retry_after)
         if status == 403:
             seen.append(f"valet: {method} {path}: {error.message}")
         return error
