@@ -8,6 +8,10 @@ import math
 import pytest
 
 from valet import cli
+from valet.model.enums import PodKind, PodPhase
+from valet.model.plan import BindPod, CreatePod, Plan, SetCordon
+from valet.model.specs import SpotPoolSpec, TrainingJobSpec
+from valet.sim.cluster import SimCluster
 from valet.sim.failures import LLAMA3_MIX, draw_failures, expected_failures
 from valet.sim.fleet import FleetConfig, simulate
 
@@ -101,3 +105,35 @@ def test_hot_spares_cost_spot_hours_and_nothing_else() -> None:
     assert hot.utilisation < valet.utilisation
     assert hot.ettr >= valet.ettr - 0.005  # the jobs lose nothing by it
     assert hot.swaps > 0
+
+
+def test_views_share_every_object_that_did_not_change() -> None:
+    """What policy may rely on to reuse work: unchanged objects are the same objects, and a
+    view handed out never changes afterwards."""
+    cluster = SimCluster(startup_seconds=5)
+    for i in range(3):
+        cluster.add_node(f"n{i}", 8, {"pool": "a"})
+    cluster.add_job(
+        "ns", "j", TrainingJobSpec.parse({"replicas": 1, "gpusPerReplica": 8, "template": {}})
+    )
+    cluster.add_pool("a", SpotPoolSpec.parse({"nodeSelector": {"pool": "a"}}))
+    cluster.apply(
+        Plan((CreatePod("ns", "w", PodKind.WORKER, "ns/j", 8), BindPod("ns", "w", "n0"))), 0.0
+    )
+    first = cluster.view()
+    assert cluster.view() is first  # nothing changed: the same view
+    cluster.touch("n1")  # touched, yet unchanged
+    assert cluster.view() is first
+
+    cluster.apply(Plan((SetCordon("n1", True),)), 1.0)
+    second = cluster.view()
+    assert second.nodes["n1"].unschedulable and not first.nodes["n1"].unschedulable
+    assert second.nodes["n0"] is first.nodes["n0"] and second.nodes["n2"] is first.nodes["n2"]
+    assert second.pods is first.pods and second.index is first.index
+    assert second.jobs is first.jobs and second.pools is first.pools
+
+    cluster.advance(5.0)  # the worker starts
+    third = cluster.view()
+    assert third.nodes is second.nodes
+    assert third.pods[0].phase is PodPhase.RUNNING and first.pods[0].phase is PodPhase.PENDING
+    assert third.workers_by_job["ns/j"] == third.pods

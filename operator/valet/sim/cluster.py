@@ -3,7 +3,13 @@
 Evicted pods leave after their grace period, bound pods start after a start-up
 delay, remediation finishes after its repair time. ``advance(now)`` plays time
 forward; ``next_deadline()`` tells the event loop when something happens next.
-Frozen views of unchanged nodes are cached, so a pass over thousands of nodes is cheap.
+
+``view()`` costs what changed since the last view, not the fleet: a node is frozen again
+only when touched, pods are indexed (``PodIndex``) one change at a time, and every object
+that did not change (each Node, Pod, Job and Pool; the node mapping, the pod, job and pool
+tuples and the pod index; the whole view when nothing changed) is the very same object
+(``is``) as in the previous view, so that policy can reuse what it derived from it. A view
+handed out is never mutated afterwards.
 """
 
 from __future__ import annotations
@@ -11,7 +17,9 @@ from __future__ import annotations
 import dataclasses
 import heapq
 import math
+import operator
 from collections.abc import Callable, Mapping
+from typing import TypeVar
 
 from valet.model.enums import (
     Health,
@@ -38,6 +46,7 @@ from valet.model.plan import (
     SetNodeState,
     SetSpareTaint,
 )
+from valet.model.podindex import PodIndex
 from valet.model.specs import SpotPoolSpec, SpotPoolStatus, TrainingJobSpec, TrainingJobStatus
 from valet.model.view import (
     ClusterView,
@@ -47,7 +56,10 @@ from valet.model.view import (
     Pod,
     Pool,
     RemediationStatus,
+    ViewIndex,
 )
+
+_T = TypeVar("_T")
 
 # Returns (seconds the remediation takes, whether it succeeds) for a node and kind.
 RemediationModel = Callable[["NodeRec", Remediation], tuple[float, bool]]
@@ -116,8 +128,18 @@ class SimCluster:
         self.startup_seconds = startup_seconds
         self.remediation_model = remediation
         self.spot_runtime = spot_runtime
-        self._frozen: dict[str, Node] = {}
-        self._pods_view: tuple[Pod, ...] | None = None
+        # The last view's parts; None (or a name in _stale) where something changed since.
+        self._nodes_view: dict[str, Node] | None = None
+        self._stale: set[str] = set()
+        # The current Pod of each PodRec, indexed by node, job and pool one change at a time.
+        self._index = PodIndex()
+        self._pods_index: tuple[tuple[Pod, ...], ViewIndex] | None = None
+        self._jobs_view: tuple[Job, ...] = ()
+        self._pools_view: tuple[Pool, ...] = ()
+        self._view: ClusterView | None = None
+        # Keys of pods created, changed or gone since the reader last cleared it (the fleet
+        # meters running workers from it); None: nobody reads it.
+        self.changed_pods: set[str] | None = None
         self.on_action: list[Callable[[Action, float], None]] = []
         self.delete_grace_seconds = 30.0
         self._timers: list[tuple[float, int, str, str]] = []
@@ -128,6 +150,7 @@ class SimCluster:
 
     def add_node(self, name: str, gpus: int = 8, labels: Mapping[str, str] | None = None) -> None:
         self.nodes[name] = NodeRec(name, gpus, dict(labels or {}))
+        self._nodes_view = None
 
     def add_job(self, namespace: str, name: str, spec: TrainingJobSpec, now: float = 0.0) -> None:
         self.jobs[f"{namespace}/{name}"] = Job(namespace, name, spec, created_at=now)
@@ -138,23 +161,41 @@ class SimCluster:
     # --- what policy sees ---------------------------------------------------------------
 
     def touch(self, node: str) -> None:
-        self._frozen.pop(node, None)
+        """The node's record changed: freeze it again for the next view."""
+        if node in self.nodes:
+            self._stale.add(node)
 
     def view(self) -> ClusterView:
-        nodes = {}
-        for name, rec in self.nodes.items():
-            frozen = self._frozen.get(name)
-            if frozen is None:
-                frozen = self._frozen[name] = rec.freeze()
-            nodes[name] = frozen
-        if self._pods_view is None:
-            self._pods_view = tuple(rec.pod for rec in self.pods.values())
-        return ClusterView(
-            nodes=nodes,
-            pods=self._pods_view,
-            jobs=tuple(self.jobs.values()),
-            pools=tuple(self.pools.values()),
-        )
+        nodes = self._nodes_view
+        if nodes is None:
+            nodes = {name: rec.freeze() for name, rec in self.nodes.items()}
+        elif self._stale:
+            changed = {}
+            for name in self._stale:
+                frozen = self.nodes[name].freeze()
+                if frozen != nodes[name]:  # touched, yet as it was: keep the old one
+                    changed[name] = frozen
+            if changed:  # copy on write: the views already handed out stay as they were
+                nodes = {**nodes, **changed}
+        self._stale.clear()
+        if self._pods_index is None:
+            self._pods_index = self._index.snapshot()
+        pods, index = self._pods_index
+        jobs = _same_or(self._jobs_view, tuple(self.jobs.values()))
+        pools = _same_or(self._pools_view, tuple(self.pools.values()))
+        last = self._view
+        if (
+            last is None
+            or nodes is not last.nodes
+            or pods is not last.pods
+            or jobs is not last.jobs
+            or pools is not last.pools
+        ):
+            last = self._view = ClusterView(
+                nodes=nodes, pods=pods, jobs=jobs, pools=pools, index=index
+            )
+        self._nodes_view, self._jobs_view, self._pools_view = nodes, jobs, pools
+        return last
 
     # --- faults -------------------------------------------------------------------------
 
@@ -162,6 +203,10 @@ class SimCluster:
         rec = self.nodes[node]
         rec.health = NodeHealth(verdict=verdict, signals=signals, since=now, heartbeat=now)
         self.touch(node)
+
+    def pods_on(self, node: str) -> frozenset[str]:
+        """Keys of the pods ever bound to a node and not gone yet."""
+        return frozenset(self._on_node.get(node, ()))
 
     def fail_pod(self, key: str) -> None:
         self._set_pod(key, phase=PodPhase.FAILED)
@@ -176,6 +221,8 @@ class SimCluster:
 
     def _apply(self, action: Action, now: float) -> None:
         match action:
+            case EmitEvent():  # the commonest action first
+                self.events.append(action)
             case SetNodeState(node=name, state=state):
                 rec = self.nodes[name]
                 rec.state, rec.state_since = state, now
@@ -212,8 +259,6 @@ class SimCluster:
                 self._patch_job(f"{ns}/{name}", status)
             case PatchPoolStatus(name=name, status=pool_status):
                 self._patch_pool(name, pool_status)
-            case EmitEvent():
-                self.events.append(action)
 
     def _create(self, a: CreatePod, now: float) -> None:
         key = f"{a.namespace}/{a.name}"
@@ -234,7 +279,7 @@ class SimCluster:
             created_at=now,
         )
         self.pods[key] = PodRec(pod)
-        self._pods_view = None
+        self._put_pod(key, pod)
 
     def _bind(self, key: str, node: str, now: float) -> None:
         rec = self.pods.get(key)
@@ -270,8 +315,23 @@ class SimCluster:
 
     def _set_pod(self, key: str, **changes: object) -> None:
         rec = self.pods[key]
-        rec.pod = dataclasses.replace(rec.pod, **changes)  # type: ignore[arg-type]
-        self._pods_view = None
+        rec.pod = _replace_pod(rec.pod, changes)
+        self._put_pod(key, rec.pod)
+
+    def _put_pod(self, key: str, pod: Pod) -> None:
+        """Every pod created or changed comes through here (and every pod gone, _drop_pod)."""
+        self._index.put(pod)
+        self._pods_index = None
+        if self.changed_pods is not None:
+            self.changed_pods.add(key)
+
+    def _drop_pod(self, key: str) -> PodRec:
+        rec = self.pods.pop(key)
+        self._index.remove(key)
+        self._pods_index = None
+        if self.changed_pods is not None:
+            self.changed_pods.add(key)
+        return rec
 
     def _patch_job(self, key: str, status: TrainingJobStatus) -> None:
         if key in self.jobs:
@@ -295,7 +355,9 @@ class SimCluster:
         rec = self.pods.get(key)
         if rec is None:
             return False
-        return {"gone": rec.gone_at, "running": rec.running_at, "finish": rec.finish_at}[what] == at
+        if what == "running":
+            return rec.running_at == at
+        return (rec.gone_at if what == "gone" else rec.finish_at) == at
 
     def next_deadline(self) -> float:
         while self._timers:
@@ -315,10 +377,9 @@ class SimCluster:
         return changed
 
     def _on_gone(self, key: str, at: float) -> bool:
-        node = self.pods.pop(key).pod.node
+        node = self._drop_pod(key).pod.node
         if node is not None:
             self._on_node[node].discard(key)
-        self._pods_view = None
         return True
 
     def _on_running(self, key: str, at: float) -> bool:
@@ -353,3 +414,32 @@ class SimCluster:
             rec.health = NodeHealth(Health.HEALTHY, (), since=at, heartbeat=at)
         self.touch(name)
         return True
+
+
+def _same_or(last: tuple[_T, ...], now: tuple[_T, ...]) -> tuple[_T, ...]:
+    """``last`` when it holds the very same objects as ``now`` (so it stays the same)."""
+    if len(last) == len(now) and all(a is b for a, b in zip(last, now, strict=True)):
+        return last
+    return now
+
+
+_POD_FIELDS = tuple(f.name for f in dataclasses.fields(Pod) if f.init)
+_pod_values = operator.attrgetter(*_POD_FIELDS)
+
+
+def _replace_pod(pod: Pod, changes: Mapping[str, object]) -> Pod:
+    """``dataclasses.replace(pod, **changes)`` at half the cost (the simulator replaces
+    pods some 150,000 times in a 16k-GPU run): the init fields are copied, the changes laid
+    over them, and ``__post_init__`` derives the rest, as ``Pod(...)`` would."""
+    if not _FAST_REPLACE:
+        return dataclasses.replace(pod, **changes)  # type: ignore[arg-type]
+    new = object.__new__(Pod)
+    state = new.__dict__
+    state.update(zip(_POD_FIELDS, _pod_values(pod), strict=True))
+    state.update(changes)
+    new.__post_init__()
+    return new
+
+
+# The shortcut needs what it relies on: fields kept in __dict__ and derived in __post_init__.
+_FAST_REPLACE = "__slots__" not in vars(Pod) and hasattr(Pod, "__post_init__")

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 
 from valet.model.enums import Health, NodeState, PodKind, PodPhase, Remediation
-from valet.model.plan import Action, EvictPod, Plan, SetNodeState
+from valet.model.plan import Action, EmitEvent, EvictPod, Plan, SetNodeState
 from valet.model.specs import SpotPoolSpec, TrainingJobSpec
 from valet.policy import PolicyConfig, decide
 from valet.sim.cluster import NodeRec, SimCluster
@@ -163,6 +163,7 @@ class FleetRun:
             finish_grid=cfg.spot_grid_minutes * 60,
         )
         self.cluster.on_action.append(self._observe_action)
+        self.cluster.changed_pods = set()  # what _meter looks at, instead of every pod
         self.spares = math.ceil(cfg.nodes * setup.buffer_percent / 100)
         self._build()
 
@@ -202,6 +203,9 @@ class FleetRun:
         jobs = max(1, demand // cfg.job_nodes)
         sizes = [demand // jobs + (1 if i < demand % jobs else 0) for i in range(jobs)]
         self.meters: dict[str, _JobMeter] = {}
+        # Running workers by job, kept from the pods that changed (pod key -> (job, name)).
+        self.running: dict[str, set[str]] = {}
+        self._counted: dict[str, tuple[str, str]] = {}
         self.demand_gpus = 0
         for i, size in enumerate(sizes):
             slack = math.floor(size * cfg.elastic_slack_percent / 100) if setup.elastic else 0
@@ -218,6 +222,7 @@ class FleetRun:
             )
             self.cluster.add_job(NAMESPACE, f"job-{i}", spec)
             self.meters[f"{NAMESPACE}/job-{i}"] = _JobMeter(cfg.gpus_per_node, size - slack)
+            self.running[f"{NAMESPACE}/job-{i}"] = set()
             self.demand_gpus += size * cfg.gpus_per_node
 
     # --- the world around the policy -----------------------------------------------------
@@ -234,6 +239,8 @@ class FleetRun:
         return self.cfg.shard_minutes * 60 * self.rng.uniform(0.5, 1.5)
 
     def _observe_action(self, action: Action, now: float) -> None:
+        if type(action) is EmitEvent:  # most actions: nothing to see
+            return
         if isinstance(action, EvictPod):
             rec = self.cluster.pods.get(f"{action.namespace}/{action.name}")
             if rec is not None and rec.pod.kind is PodKind.SPOT and rec.pod.started_at:
@@ -247,8 +254,10 @@ class FleetRun:
         if rec.state in (NodeState.DRAINING, NodeState.HEALING, NodeState.RETIRED):
             return  # already out of service
         if not failure.kind.node_fault:
-            for key, pod in list(self.cluster.pods.items()):
-                if pod.pod.node == name and pod.pod.kind is PodKind.WORKER and pod.pod.live:
+            pods = self.cluster.pods
+            for key in sorted(self.cluster.pods_on(name)):
+                pod = pods[key].pod
+                if pod.node == name and pod.kind is PodKind.WORKER and pod.live:
                     self.cluster.fail_pod(key)
             return
         self.repairs[name] = failure
@@ -303,14 +312,30 @@ class FleetRun:
         return plan
 
     def _meter(self, now: float) -> None:
-        running: dict[str, set[str]] = {key: set() for key in self.meters}
+        """Each job's running workers, from the pods that changed since the last pass; a job
+        whose set is as the meter saw it last has nothing to observe."""
+        changed = self.cluster.changed_pods
+        if not changed:
+            return
+        pods, counted, running = self.cluster.pods, self._counted, self.running
         worker, up = PodKind.WORKER, PodPhase.RUNNING
-        for rec in self.cluster.pods.values():
-            pod = rec.pod
-            if pod.kind is worker and pod.phase is up and pod.live:
+        jobs: set[str] = set()
+        for key in changed:
+            rec = pods.get(key)
+            pod = rec.pod if rec is not None else None
+            now_running = pod is not None and pod.kind is worker and pod.phase is up and pod.live
+            before = counted.get(key)
+            if before is not None and not now_running:
+                del counted[key]
+                running[before[0]].discard(before[1])
+                jobs.add(before[0])
+            elif before is None and now_running and pod is not None:
+                counted[key] = pod.owner, pod.name
                 running[pod.owner].add(pod.name)
-        for key, meter in self.meters.items():
-            meter.observe(now, frozenset(running[key]), self.cfg)
+                jobs.add(pod.owner)
+        changed.clear()
+        for key in jobs:
+            self.meters[key].observe(now, frozenset(running[key]), self.cfg)
 
     def _result(self, end: float, wall: float) -> PolicyResult:
         for meter in self.meters.values():
