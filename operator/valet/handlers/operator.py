@@ -1,8 +1,14 @@
 """Kopf registrations and the wiring of one operator process.
 
-Watches of Nodes, Pods, TrainingJobs and SpotPools feed the cache and poke the single
-reconciler; nothing here decides anything. ``registry`` is what ``valet operator`` runs
-and what the integration tests run in-process.
+Watches of Nodes, Pods, node Leases, TrainingJobs and SpotPools feed the cache and poke
+the single reconciler; nothing here decides anything. ``registry`` is what ``valet
+operator`` runs and what the integration tests run in-process.
+
+Kopf watches valet's own resources. Nodes, Pods and Leases, thousands of objects and
+hundreds of events a second on a large fleet, are plain list-then-watch streams into the
+cache: Kopf's per-object machinery (a queue and worker per object) cost ~2.6 times the
+CPU per event (0.87 ms against 0.33 ms, parsing included), and its own initial listing
+would parse the whole fleet a second time as the operator starts.
 """
 
 from __future__ import annotations
@@ -75,6 +81,7 @@ class Operator:
             else None
         )
         self.tasks: list[asyncio.Task[None]] = []
+        self._listed: dict[Kind, str] = {}  # resourceVersion of each kind's last listing
 
     async def start(self) -> None:
         await self.initial_sync()
@@ -83,6 +90,10 @@ class Operator:
             self.tasks.append(asyncio.create_task(self.leader.run(), name="valet-leader"))
         self.tasks.append(asyncio.create_task(self.reconciler.run(), name="valet-reconciler"))
         self.tasks.append(asyncio.create_task(self._relist(), name="valet-relist"))
+        ns = self.options.namespace
+        for kind, path in ((Kind.NODE, node_path()), (Kind.POD, core_path("pods", ns))):
+            task = self._watch(kind, path, self._listed.get(kind, ""))
+            self.tasks.append(asyncio.create_task(task, name=f"valet-watch-{kind.value}"))
         self.tasks.append(asyncio.create_task(self._watch_leases(), name="valet-node-leases"))
 
     async def stop(self) -> None:
@@ -116,12 +127,25 @@ class Operator:
         for kind, path in sources:
             listing = await self.api.call("GET", path)
             version = (listing.get("metadata") or {}).get("resourceVersion")
+            self._listed[kind] = str(version or "")
             changed = self.cache.replace(kind, listing.get("items") or [], version) or changed
         return changed
 
+    async def _watch(self, kind: Kind, path: str, since: str) -> None:
+        """Feed one kind's watch events to the cache, from the version listed at start."""
+        while True:
+            try:
+                async for event in self.api.watch(path, resource_version=since):
+                    self.on_event(kind, event)
+            except errors.ApiError as err:
+                log.warning("watch failed; retrying", kind=kind.value, error=str(err))
+                since = ""  # list again: what changed meanwhile comes as ADDED
+                await asyncio.sleep(self.options.loop.error_backoff_seconds)
+
     async def _relist(self) -> None:
         """Relist soon after start, then now and then: a watch never reports a deletion
-        that happened before it began (between our listing and Kopf's)."""
+        that happened before it began (between our listing and Kopf's), nor one missed
+        while it listed again after 410 Gone."""
         loop = self.options.loop
         await asyncio.sleep(min(loop.first_relist_seconds, loop.relist_seconds))
         while True:
@@ -155,7 +179,7 @@ class Operator:
             default=default,
         )
 
-    def on_event(self, kind: Kind, event: kopf.RawEvent) -> None:
+    def on_event(self, kind: Kind, event: kopf.RawEvent | dict[str, Any]) -> None:
         raw = event.get("object") or {}
         if self.cache.observe(kind, raw, deleted=event.get("type") == "DELETED"):
             self.reconciler.poke()
@@ -188,10 +212,8 @@ def _feeder(kind: Kind) -> Any:
     return feed
 
 
-# Every watch event of the four kinds feeds the cache; the reconciler does the rest.
+# Every watch event of valet's own kinds feeds the cache; the reconciler does the rest.
 for _kind, (_group, _version, _plural) in {
-    Kind.NODE: ("", "v1", "nodes"),
-    Kind.POD: ("", "v1", "pods"),
     Kind.JOB: ("valet.dev", "v1alpha1", "trainingjobs"),
     Kind.POOL: ("valet.dev", "v1alpha1", "spotpools"),
 }.items():

@@ -308,16 +308,20 @@ class Api:
         return _bearer(cfg)
 
     async def watch(
-        self, path: str, query: Mapping[str, str] | None = None, timeout_seconds: int = 300
+        self,
+        path: str,
+        query: Mapping[str, str] | None = None,
+        timeout_seconds: int = 300,
+        resource_version: str = "",
     ) -> AsyncIterator[dict[str, Any]]:
         """List then watch a collection: yields ``{"type", "object"}`` events until cancelled.
 
-        Starts with the listing (as ADDED events), resumes from the last resourceVersion
-        when a stream ends, and lists again after ``410 Gone``. Streams with aiohttp, so
-        cancelling is immediate. A stream takes no in-flight slot. For the simulated nodes
-        and tools; the operator itself watches through Kopf.
+        Starts with the listing (as ADDED events), or from ``resource_version`` when the
+        caller has listed already; resumes from the last resourceVersion when a stream
+        ends, and lists again after ``410 Gone``. Streams with aiohttp, so cancelling is
+        immediate. A stream takes no in-flight slot.
         """
-        version = ""
+        version = resource_version
         url = self.api_client.configuration.host.rstrip("/") + path
         stream_timeout = aiohttp.ClientTimeout(total=None, sock_connect=10)
         while True:
@@ -350,9 +354,7 @@ class Api:
                         raise errors.from_response(
                             response.status, await response.read(), "GET", path
                         )
-                    async for line in response.content:
-                        if not line.strip():
-                            continue
+                    async for line in _lines(response.content):
                         event = json.loads(line)
                         obj = event.get("object") or {}
                         if event.get("type") == "ERROR":
@@ -402,6 +404,24 @@ def _bearer(cfg: k8s_client.Configuration) -> str | None:
             prefix = prefixes.get(ident)
             return f"{prefix} {key}" if prefix else str(key)
     return None
+
+
+async def _lines(content: aiohttp.StreamReader) -> AsyncIterator[bytes]:
+    """The non-empty lines of a watch stream, however long: one event is one line, and a
+    Node with many images or annotations can exceed aiohttp's own line limit (128 KiB)."""
+    pending: list[bytes] = []
+    async for chunk in content.iter_any():
+        *complete, rest = chunk.split(b"\n")
+        for line in complete:
+            if pending:
+                line = b"".join((*pending, line))
+                pending.clear()
+            if line.strip():
+                yield line
+        if rest:
+            pending.append(rest)
+    if pending and b"".join(pending).strip():
+        yield b"".join(pending)
 
 
 # --- paths ---------------------------------------------------------------------------------
