@@ -408,7 +408,7 @@ def _bearer(cfg: k8s_client.Configuration) -> str | None:
 
 async def _lines(content: aiohttp.StreamReader) -> AsyncIterator[bytes]:
     """The non-empty lines of a watch stream, however long: one event is one line, and a
-    Node with many images or annotations can exceed aiohttp's own line limit (128 KiB)."""
+    Node with many images can exceed aiohttp's own line limit (twice its 256 KiB buffer)."""
     pending: list[bytes] = []
     async for chunk in content.iter_any():
         *complete, rest = chunk.split(b"\n")
