@@ -14,6 +14,9 @@ not exist; 422, e.g. an invalid container in the template) put their owner on ho
 (``rejected``): its pods are not tried again until its spec changes or
 ``retry_rejected_seconds`` pass, so a bad template costs one refusal a period, not one
 a pass. The reconciler reports the hold on the owner's ``SpecValid`` condition.
+
+Events are correlated as client-go's recorder does (``Applier.event``): a recurring Event
+is one object whose ``count`` grows, and many similar ones about an object become one.
 """
 
 from __future__ import annotations
