@@ -219,25 +219,36 @@ class SimNodes:
         )
 
     async def _heartbeats(self) -> None:
-        """The agent's probe and the kubelet's Lease, each on its own period (a Lease renewed
-        only at a slow probe would make live nodes look dead to the operator)."""
+        """The agent's probe and the kubelet's Lease, each on its own period, in loops of
+        their own (a Lease renewed only at a slow probe would make live nodes look dead to
+        the operator)."""
         cfg = self.config
-        next_probe = next_lease = self.clock()
-        while True:
-            await asyncio.sleep(max(0.0, min(next_probe, next_lease) - self.clock()))
-            now = self.clock()
-            if now >= next_lease:
-                next_lease = now + cfg.lease_seconds
-                await self._each(self._renew_lease, set(self.nodes) - self.dead)
-            if now >= next_probe:
-                next_probe = now + cfg.probe_seconds
-                await self._each(self._publish, set(self.nodes) - self.silenced - self.dead)
+        await asyncio.gather(
+            self._every(cfg.lease_seconds, self._renew_lease, lambda n: n not in self.dead),
+            self._every(
+                cfg.probe_seconds,
+                self._publish,
+                lambda n: n not in self.silenced and n not in self.dead,
+            ),
+        )
 
-    async def _each(self, fn: Callable[[str], Any], names: Any) -> None:
-        results = await asyncio.gather(*(fn(n) for n in list(names)), return_exceptions=True)
-        for result in results:
-            if isinstance(result, Exception):
-                log.warning("simulated node call failed", error=str(result))
+    async def _every(
+        self, period: float, fn: Callable[[str], Any], wanted: Callable[[str], bool]
+    ) -> None:
+        """``fn`` for each ``wanted`` node once a ``period``, the nodes spread evenly over it
+        and none waiting for another, as real kubelets and agents each keep their own phase.
+        All at once, a round of 4,096 status patches queued every Lease renewal behind it for
+        longer than the node grace, and live nodes looked dead."""
+        while True:
+            start = self.clock()
+            names = sorted(self.nodes)
+            for i, name in enumerate(names):
+                delay = start + period * i / len(names) - self.clock()
+                if delay > 0.005:
+                    await asyncio.sleep(delay)
+                if wanted(name):
+                    self._spawn(fn(name))
+            await asyncio.sleep(max(0.0, start + period - self.clock()))
 
     async def _watch_nodes(self) -> None:
         async for event in self.api.watch(node_path(), {"labelSelector": SIMULATED_LABEL}):
