@@ -57,3 +57,16 @@ def test_a_template_only_edit_is_kept_for_the_next_pod_without_waking_policy() -
     cache.observe(Kind.JOB, _job(1, "train:1"))
     assert cache.observe(Kind.JOB, _job(2, "train:2")) is False  # nothing policy reads
     assert cache.jobs["ns/llm"].spec.template["spec"]["containers"][0]["image"] == "train:2"
+
+
+def test_the_watch_echo_of_a_write_does_not_undo_what_a_later_write_did() -> None:
+    """Create answers rv 5; the bind answers no pod, so the cache notes the node itself;
+    the watch's ADDED at rv 5 arrives after that and must not unbind it (a second bind
+    would get 409)."""
+    cache = Cache()
+    cache.observe(Kind.POD, pod("p", 5, None))
+    cache.patch_pod("ns/p", node="n1")
+    assert cache.observe(Kind.POD, pod("p", 5, None)) is False
+    assert cache.pods["ns/p"].node == "n1"
+    assert cache.observe(Kind.POD, pod("p", 6, "n1")) is False  # the same as noted
+    assert cache.pods["ns/p"].node == "n1"

@@ -5,6 +5,9 @@ early status, pod actions, status, events) and a stage starts only when the one 
 has finished, so a finished shard is recorded before its pod is deleted. Within a stage,
 actions on different objects run concurrently and actions on one object in order.
 
+A pod created and bound in the same pass (its GPUs are free now) is created on its node
+(``spec.nodeName``): one write where a Binding would take two.
+
 Idempotence: creating what exists, deleting or evicting what is gone, and binding what
 is bound are successes. Transient errors were already retried by ``Api``; a permanent
 one is logged, counted, and reported as a Warning Event on the object.
@@ -133,6 +136,17 @@ class Applier:
             result.held += 1
             return
         async with self._limit:
+            pair = _created_bound(actions)
+            if pair is not None:  # one write: the pod created on its node
+                create, bind = pair
+                try:
+                    await self._create_pod(create, node=bind.node)
+                    result.applied += 2
+                except errors.ApiError as err:
+                    result.failed.append((create, err))
+                    await self._report(create, err)
+                    return
+                actions = actions[2:]
             for action in actions:
                 try:
                     await self._apply(action)
@@ -280,7 +294,9 @@ class Applier:
             self.cache.observe(Kind.POD, raw)
         self.cache.patch_pod(f"{namespace}/{name}", deleting=True)
 
-    async def _create_pod(self, a: CreatePod) -> None:
+    async def _create_pod(self, a: CreatePod, node: str | None = None) -> None:
+        """Create the pod; with ``node``, already bound there (``spec.nodeName``), as a
+        Binding would, in one write instead of two."""
         if a.kind is PodKind.WORKER:
             job = self.cache.jobs.get(a.owner)
             if job is None:
@@ -291,11 +307,16 @@ class Applier:
             if pool is None:
                 return
             manifest = codec.spot_manifest(pool, a, self.pod_defaults)
+        if node is not None:
+            manifest["spec"]["nodeName"] = node
         owner = _owner(a)
         try:
             raw = await self.api.call("POST", core_path("pods", a.namespace), manifest)
         except errors.AlreadyExistsError:
-            return  # an earlier pass (or a retried request) created it
+            # An earlier pass (or a retried request) created it, perhaps not yet bound.
+            if node is not None:
+                await self._bind(a.namespace, a.name, node)
+            return
         except (errors.ForbiddenError, errors.InvalidError) as err:
             self.rejected[owner] = Rejection(
                 *owner, self._generation(*owner), err.message, self.clock()
@@ -589,6 +610,15 @@ def _uid(cache: Cache, kind: str, namespace: str | None, name: str) -> str:
         return pool.uid if pool else ""
     raw = cache.raw.get(Kind(kind), {}).get(key) if kind in ("Node", "Pod") else None
     return str(codec.meta(raw).get("uid") or "") if raw else ""
+
+
+def _created_bound(actions: list[Action]) -> tuple[CreatePod, BindPod] | None:
+    """A pod created and bound in the same pass (its GPUs are free now)."""
+    if len(actions) >= 2:
+        create, bind = actions[0], actions[1]
+        if isinstance(create, CreatePod) and isinstance(bind, BindPod):
+            return create, bind
+    return None
 
 
 def _owner(a: CreatePod) -> tuple[Kind, str]:

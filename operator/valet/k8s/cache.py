@@ -94,7 +94,7 @@ class Cache:
         known = self._versions.get(ident)
         dead = self._tombstones.get(ident)
         if rv is not None:
-            if known is not None and rv < known:
+            if known is not None and rv <= known:
                 return False
             if dead is not None and rv <= dead:
                 return False
