@@ -1,5 +1,5 @@
-"""A restarted operator (upgrade, eviction, leader hand-over) adopts a running fleet: its
-first passes find everything as the last operator left it and write nothing."""
+"""What the operator writes: one request for a pod placed on free GPUs, and nothing at all
+when a restarted operator (upgrade, eviction, leader hand-over) adopts a running fleet."""
 
 from __future__ import annotations
 
@@ -21,6 +21,34 @@ async def quiet(c: Cluster) -> bool:
     return ready and reconciler.passes > 2 and not reconciler.last_plan
 
 
+def record_writes(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every write the operator's client sends from now on, as "METHOD path"."""
+    writes: list[str] = []
+    call = Api.call
+
+    async def recording(self: Api, method: str, path: str, *args: Any, **kw: Any) -> Any:
+        if method != "GET" and self.api_client.user_agent.startswith("valet-operator"):
+            writes.append(f"{method} {path}")
+        return await call(self, method, path, *args, **kw)
+
+    monkeypatch.setattr(Api, "call", recording)
+    return writes
+
+
+async def test_workers_placed_on_free_gpus_are_created_on_their_nodes_in_one_write(
+    backend: Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with cluster(backend, 2) as c:
+        await setup(c, c.spot_pool(spares=0, shards=None))
+        writes = record_writes(monkeypatch)
+        await c.apply(c.training_job(replicas=2, min_replicas=2))
+        await c.until(lambda: phase_is(c, "Running"), what="job Running")
+        pods = [w for w in writes if w.startswith("POST") and "/pods" in w]
+        assert pods == [f"POST {core_path('pods', c.train)}"] * 2
+        workers = await c.pods(c.train)
+        assert sorted(w["spec"]["nodeName"] for w in workers) == sorted(c.nodes)
+
+
 async def test_a_restarted_operator_adopts_a_steady_fleet_without_writing(
     backend: Backend, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -33,15 +61,7 @@ async def test_a_restarted_operator_adopts_a_steady_fleet_without_writing(
         options = c.operator.options
         await c.stop_operator()
 
-        writes: list[str] = []
-        call = Api.call
-
-        async def recording(self: Api, method: str, path: str, *args: Any, **kw: Any) -> Any:
-            if method != "GET" and self.api_client.user_agent.startswith("valet-operator"):
-                writes.append(f"{method} {path}")
-            return await call(self, method, path, *args, **kw)
-
-        monkeypatch.setattr(Api, "call", recording)
+        writes = record_writes(monkeypatch)
         operator = await c.start_operator(options)
         await c.until(lambda: quiet(c), what="the new operator settled")
         assert operator.reconciler.passes > 2
