@@ -276,6 +276,7 @@ class FleetRun:
         end, failures, now = self.cfg.seconds, list(self.failures), 0.0
         failures.reverse()
         plan = self._pass(now)
+        reported = 0.0
         while True:
             nxt = min(
                 self.cluster.next_deadline(),
@@ -299,8 +300,9 @@ class FleetRun:
                 changed = True
             if changed:
                 plan = self._pass(now)
-            if progress is not None:
-                progress(now / end)
+            if progress is not None and now / end - reported >= 0.001:
+                reported = now / end  # every 0.1%: a progress bar's update costs more than a step
+                progress(reported)
         return self._result(end, time.perf_counter() - started)
 
     def _pass(self, now: float) -> Plan:
