@@ -70,3 +70,12 @@ def test_the_watch_echo_of_a_write_does_not_undo_what_a_later_write_did() -> Non
     assert cache.pods["ns/p"].node == "n1"
     assert cache.observe(Kind.POD, pod("p", 6, "n1")) is False  # the same as noted
     assert cache.pods["ns/p"].node == "n1"
+
+
+def test_a_deletion_at_the_version_a_write_returned_is_not_an_echo() -> None:
+    """A delete with grace 0 answers the object at the version its DELETED event has."""
+    cache = Cache()
+    cache.observe(Kind.POD, pod("p", 5, "n1"))
+    cache.observe(Kind.POD, pod("p", 7, "n1", deletionTimestamp="2026-01-01T00:00:00Z"))
+    assert cache.observe(Kind.POD, pod("p", 7, "n1"), deleted=True) is True
+    assert "ns/p" not in cache.pods

@@ -94,7 +94,9 @@ class Cache:
         known = self._versions.get(ident)
         dead = self._tombstones.get(ident)
         if rv is not None:
-            if known is not None and rv <= known:
+            # The same version again is an echo of what is cached (the watch event of our
+            # own write, after a local note such as a bind); a deletion at it is not.
+            if known is not None and (rv < known or (rv == known and not deleted)):
                 return False
             if dead is not None and rv <= dead:
                 return False
