@@ -13,6 +13,7 @@ from valet.model.plan import (
     BindPod,
     CreatePod,
     DeletePod,
+    EmitEvent,
     EvictPod,
     PatchJobStatus,
     PatchPoolStatus,
@@ -295,6 +296,19 @@ def test_idle_gpus_fill_in_chunks_and_the_next_chunk_follows_at_once() -> None:
     assert len(rest) == 60 and not {a.shard for a in rest} & {a.shard for a in first}
     unlimited = decide(view(nodes, [], [], [p]), NOW, PolicyConfig(max_spot_pods_per_pass=None))
     assert len(created(unlimited, PodKind.SPOT)) == 160
+
+
+def test_a_fleet_adopted_at_once_is_one_event_on_its_pool_a_few_nodes_their_own() -> None:
+    def adoption_events(count: int) -> list[EmitEvent]:
+        nodes = [node(f"n{i:02d}", state=None) for i in range(count)]
+        plan = decide(view(nodes, [], [], [pool(0)]), NOW)
+        return [a for a in plan.of(EmitEvent) if a.reason is Reason.NODE_ADOPTED]
+
+    [bulk] = adoption_events(20)
+    assert (bulk.kind, bulk.name) == ("SpotPool", "p")
+    assert bulk.message == "20 nodes: joined pool p (n00, n01, n02, n03, n04 and 15 more)"
+    few = adoption_events(3)
+    assert [(e.kind, e.name) for e in few] == [("Node", "n00"), ("Node", "n01"), ("Node", "n02")]
 
 
 def test_a_finished_shard_is_recorded_before_its_pod_goes_and_never_rerun() -> None:

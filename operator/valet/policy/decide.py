@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections import Counter
 
 from valet.model.enums import ConditionType, EventType, Health, NodeState, PodKind, Reason
-from valet.model.plan import CreatePod, PatchPoolStatus, Plan
+from valet.model.plan import CreatePod, EmitEvent, PatchPoolStatus, Plan
 from valet.model.specs import Condition, ShardStatus, SpotPoolStatus, set_condition
 from valet.model.view import ClusterView, Pool
 from valet.policy import buffer, jobs, lifecycle, spot
@@ -40,9 +40,46 @@ def decide(view: ClusterView, now: float, config: PolicyConfig = DEFAULT_CONFIG)
         *ps.early_status_actions,
         *ps.pod_actions,
         *ps.status_actions,
-        *ps.events,
+        *_bulk_to_pools(ps),
     )
     return Plan(actions=actions, wake_at=ps.wake_at)
+
+
+# Bookkeeping a whole fleet goes through at once (the first pass over a new pool, a buffer
+# resized): more than BULK_EVENTS nodes alike in one pass make one Event on their pool.
+BULK_REASONS = frozenset({Reason.NODE_ADOPTED, Reason.NODE_SPARE, Reason.NODE_RELEASED})
+BULK_EVENTS = 10
+BULK_NAMES_SHOWN = 5
+
+
+def _bulk_to_pools(ps: Pass) -> list[EmitEvent]:
+    """The pass's Events, with bulk node bookkeeping summed up on the pool."""
+
+    def key(e: EmitEvent) -> tuple[Reason, EventType, str] | None:
+        return (
+            (e.reason, e.type, e.message) if e.kind == "Node" and e.reason in BULK_REASONS else None
+        )
+
+    sizes = Counter(k for e in ps.events if (k := key(e)) is not None)
+    bulk = {k for k, n in sizes.items() if n > BULK_EVENTS}
+    if not bulk:
+        return ps.events
+    pool_of = {n.name: pool for pool, nodes in ps.pool_nodes.items() for n in nodes}
+    kept: list[EmitEvent] = []
+    names: dict[tuple[str, Reason, EventType, str], list[str]] = {}
+    for e in ps.events:
+        k = key(e)
+        if k in bulk and e.name in pool_of:
+            names.setdefault((pool_of[e.name], *k), []).append(e.name)
+        else:
+            kept.append(e)
+    for (pool, reason, type_, message), nodes in names.items():
+        shown = ", ".join(nodes[:BULK_NAMES_SHOWN])
+        if len(nodes) > BULK_NAMES_SHOWN:
+            shown += f" and {len(nodes) - BULK_NAMES_SHOWN} more"
+        summary = f"{len(nodes)} nodes: {message} ({shown})"
+        kept.append(EmitEvent("SpotPool", None, pool, type_, reason, summary))
+    return kept
 
 
 def _report_pool(ps: Pass, pool: Pool, ledger: spot.PoolLedger) -> None:
