@@ -46,6 +46,7 @@ class PodIndex:
         self._counter = itertools.count()
         self._groups: dict[tuple[str, str], dict[str, Pod]] = {}
         self._dirty: set[tuple[str, str]] = set()
+        self._unsorted: set[tuple[str, str]] = set()  # dirty groups out of pod order
         self._by_node: dict[str, tuple[Pod, ...]] = {}
         self._by_job: dict[str, tuple[Pod, ...]] = {}
         self._by_pool: dict[str, tuple[Pod, ...]] = {}
@@ -60,13 +61,20 @@ class PodIndex:
 
     def put(self, pod: Pod) -> None:
         old = self._pods.get(pod.key)
+        self._pods[pod.key] = pod
+        self._all = None
         if old is None:
             self._order[pod.key] = next(self._counter)
-        else:
-            self._leave(old)
-        self._pods[pod.key] = pod
+            self._join(pod)
+            return
+        groups = self._groups_of(pod)
+        if groups == self._groups_of(old):  # the common change: same node, job and pool
+            for group in groups:
+                self._groups[group][pod.key] = pod  # keeps its place in the group
+                self._dirty.add(group)
+            return
+        self._leave(old)
         self._join(pod)
-        self._all = None
 
     def remove(self, key: str) -> Pod | None:
         old = self._pods.pop(key, None)
@@ -76,17 +84,20 @@ class PodIndex:
             self._all = None
         return old
 
-    def _groups_of(self, pod: Pod) -> Iterable[tuple[str, str]]:
-        node = _node_of(pod)
-        if node is not None:
-            yield "node", node
-        owner = _owner_index(pod)
-        if owner is not None:
-            yield owner
+    @staticmethod
+    def _groups_of(pod: Pod) -> tuple[tuple[str, str], ...]:
+        node, owner = _node_of(pod), _owner_index(pod)
+        if node is None:
+            return (owner,) if owner is not None else ()
+        return (("node", node), owner) if owner is not None else (("node", node),)
 
     def _join(self, pod: Pod) -> None:
+        seq = self._order[pod.key]
         for group in self._groups_of(pod):
-            self._groups.setdefault(group, {})[pod.key] = pod
+            members = self._groups.setdefault(group, {})
+            if members and self._order[next(reversed(members))] > seq:
+                self._unsorted.add(group)  # rejoined behind pods added after it
+            members[pod.key] = pod
             self._dirty.add(group)
 
     def _leave(self, pod: Pod) -> None:
@@ -113,7 +124,10 @@ class PodIndex:
                 if kind == "node":
                     self._usage.pop(name, None)
                 continue
-            pods = tuple(sorted(members.values(), key=lambda p: order[p.key]))
+            if group in self._unsorted:
+                ordered = sorted(members.values(), key=lambda p: order[p.key])
+                members = self._groups[group] = {p.key: p for p in ordered}
+            pods = tuple(members.values())
             target[name] = pods
             if kind == "node":
                 usage = node_usage(pods)
@@ -122,6 +136,7 @@ class PodIndex:
                 else:
                     self._usage[name] = usage
         self._dirty.clear()
+        self._unsorted.clear()
         index = ViewIndex(
             pods_by_node=dict(self._by_node),
             workers_by_job=dict(self._by_job),
