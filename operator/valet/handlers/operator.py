@@ -82,6 +82,7 @@ class Operator:
         )
         self.tasks: list[asyncio.Task[None]] = []
         self._listed: dict[Kind, str] = {}  # resourceVersion of each kind's last listing
+        self._leases_listed = ""
 
     async def start(self) -> None:
         await self.initial_sync()
@@ -129,6 +130,12 @@ class Operator:
             version = (listing.get("metadata") or {}).get("resourceVersion")
             self._listed[kind] = str(version or "")
             changed = self.cache.replace(kind, listing.get("items") or [], version) or changed
+        # The kubelets' heartbeats too: without them a first pass would judge every node by
+        # its Ready heartbeat, which a kubelet refreshes only every few minutes, and drain
+        # live nodes as dead.
+        listing = await self.api.call("GET", NODE_LEASES)
+        self._leases_listed = str((listing.get("metadata") or {}).get("resourceVersion") or "")
+        self.cache.replace_leases(listing.get("items") or [])
         return changed
 
     async def _watch(self, kind: Kind, path: str, since: str) -> None:
@@ -162,7 +169,9 @@ class Operator:
         a silence longer than a grace wakes the reconciler: the node is coming back."""
         while True:
             try:
-                async for event in self.api.watch(NODE_LEASES):
+                async for event in self.api.watch(
+                    NODE_LEASES, resource_version=self._leases_listed
+                ):
                     gap = self.cache.observe_lease(
                         event["object"], deleted=event["type"] == "DELETED"
                     )
@@ -170,6 +179,7 @@ class Operator:
                         self.reconciler.poke()
             except errors.ApiError as err:
                 log.warning("watching node leases failed; retrying", error=str(err))
+                self._leases_listed = ""  # list again: renewals meanwhile come as ADDED
                 await asyncio.sleep(self.options.loop.relist_seconds)
 
     def _shortest_grace(self) -> float:

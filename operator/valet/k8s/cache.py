@@ -230,6 +230,15 @@ class Cache:
     def pods(self) -> Mapping[str, Pod]:
         return self._pod_index.pods
 
+    def replace_leases(self, items: list[Raw]) -> None:
+        """A full listing of the node Leases: renewals as they are, Leases gone forgotten."""
+        listed = set()
+        for item in items:
+            self.observe_lease(item)
+            listed.add(codec.lease_renewed(item)[0])
+        for name in [n for n in self.leases if n not in listed]:
+            del self.leases[name]
+
     def view(self) -> ClusterView:
         pods, index = self._pod_index.snapshot()
         return ClusterView(
