@@ -78,15 +78,15 @@ def new_pass(view: ClusterView, now: float, config: PolicyConfig) -> Pass:
                     break
             else:
                 members.append(node)
-                lease = leases.get(name)
-                died_at = _dead_since(node, lease, now, lease_now, grace)
+                beat = view.kubelet_heartbeat(node)
+                reference = lease_now if name in leases else now
+                died_at = _dead_since(node, beat, reference, now, grace)
                 if died_at is not None:
                     node = dead[name] = _as_dead(node, died_at)
                     members[-1] = node
-                elif node.state not in out_states:
-                    beat = lease if lease is not None else node.ready_heartbeat
-                    if beat is not None:  # when it would be dead, the view lagging as now
-                        wake_at.append(beat + grace + (now - lease_now))
+                elif node.state not in out_states and beat is not None:
+                    # When it would be dead, the view lagging as now.
+                    wake_at.append(beat + grace + (now - lease_now))
                 break
         state = states[name] = node.state
         heartbeat = node.health.heartbeat
@@ -117,16 +117,13 @@ def new_pass(view: ClusterView, now: float, config: PolicyConfig) -> Pass:
 
 
 def _dead_since(
-    node: Node, lease: float | None, now: float, lease_now: float, grace: float
+    node: Node, beat: float | None, reference: float, now: float, grace: float
 ) -> float | None:
-    """When the kubelet was last seen alive, if that is longer than ``grace`` ago: its Lease
-    not renewed for the grace while other Leases were (``lease_now``: the freshest), or its
-    Ready heartbeat (without a Lease) or Ready not True for the whole grace."""
-    if lease is not None:
-        if lease_now - lease > grace:
-            return lease
-    elif node.ready_heartbeat is not None and now - node.ready_heartbeat > grace:
-        return node.ready_heartbeat
+    """When the kubelet was last seen alive, if that is longer than ``grace`` ago: its
+    heartbeat (``kubelet_heartbeat``) older than the grace at ``reference`` (the freshest
+    Lease for a node with one, else now), or Ready not True for the whole grace."""
+    if beat is not None and reference - beat > grace:
+        return beat
     if not node.ready and node.ready_since is not None and now - node.ready_since > grace:
         return node.ready_since
     return None
