@@ -155,7 +155,7 @@ def _nodes_process(nodes: int, path: str, ready: Any, sim: dict[str, float]) -> 
     the operator starved their Lease renewals and 1,228 of 4,096 nodes looked dead."""
 
     async def main() -> None:
-        api = Api(load_api_client(path), retry=RETRY, threads=16)
+        api = Api(load_api_client(path), retry=RETRY, max_in_flight=16)
         await api.call("POST", "/api/v1/namespaces", {"metadata": {"name": "train"}})
         await api.call("POST", "/api/v1/namespaces", {"metadata": {"name": "batch"}})
         names = [f"gpu-{i:04d}" for i in range(nodes)]

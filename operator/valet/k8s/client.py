@@ -136,14 +136,12 @@ class Api:
         max_in_flight: int = 32,
         qps: float | None = None,
         burst: int | None = None,
-        threads: int | None = None,
     ) -> None:
         """``qps``: the token bucket's rate (None: no client-side limit); ``burst``: its
-        size (default twice ``qps``). ``threads`` is the former thread pool's size, taken
-        as ``max_in_flight``."""
+        size (default twice ``qps``)."""
         self.api_client = api_client
         self.retry = retry
-        self.max_in_flight = threads if threads is not None else max_in_flight
+        self.max_in_flight = max_in_flight
         self.bucket = (
             TokenBucket(qps, burst if burst is not None else int(2 * qps)) if qps else None
         )
@@ -262,7 +260,7 @@ class Api:
             if delay > 0:
                 await asyncio.sleep(delay)
         conn = self._conn()
-        url = self.api_client.configuration.host.rstrip("/") + path
+        url = self._url(path)
         async with conn.slots:
             for refreshed in (False, True):
                 headers = {"Content-Type": content_type}
@@ -290,6 +288,9 @@ class Api:
             raise errors.from_response(status, content, method, path, retry_after)
         result: dict[str, Any] = json.loads(content) if content else {}
         return result
+
+    def _url(self, path: str) -> str:
+        return str(self.api_client.configuration.host).rstrip("/") + path
 
     def _refreshable(self) -> bool:
         return self.api_client.configuration.refresh_api_key_hook is not None
@@ -322,7 +323,7 @@ class Api:
         immediate. A stream takes no in-flight slot.
         """
         version = resource_version
-        url = self.api_client.configuration.host.rstrip("/") + path
+        url = self._url(path)
         stream_timeout = aiohttp.ClientTimeout(total=None, sock_connect=10)
         while True:
             if not version:
