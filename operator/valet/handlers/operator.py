@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import kopf
@@ -92,10 +93,14 @@ class Operator:
         self.tasks.append(asyncio.create_task(self.reconciler.run(), name="valet-reconciler"))
         self.tasks.append(asyncio.create_task(self._relist(), name="valet-relist"))
         ns = self.options.namespace
-        for kind, path in ((Kind.NODE, node_path()), (Kind.POD, core_path("pods", ns))):
-            task = self._watch(kind, path, self._listed.get(kind, ""))
-            self.tasks.append(asyncio.create_task(task, name=f"valet-watch-{kind.value}"))
-        self.tasks.append(asyncio.create_task(self._watch_leases(), name="valet-node-leases"))
+        streams: tuple[tuple[str, str, str, Callable[[dict[str, Any]], None]], ...] = (
+            ("nodes", node_path(), self._listed.get(Kind.NODE, ""), self._feed(Kind.NODE)),
+            ("pods", core_path("pods", ns), self._listed.get(Kind.POD, ""), self._feed(Kind.POD)),
+            ("node-leases", NODE_LEASES, self._leases_listed, self._on_lease),
+        )
+        for name, path, since, feed in streams:
+            task = self._watch(path, since, feed)
+            self.tasks.append(asyncio.create_task(task, name=f"valet-watch-{name}"))
 
     async def stop(self) -> None:
         """Cancel the reconciler wherever it is (idempotent)."""
@@ -138,16 +143,20 @@ class Operator:
         self.cache.replace_leases(listing.get("items") or [])
         return changed
 
-    async def _watch(self, kind: Kind, path: str, since: str) -> None:
-        """Feed one kind's watch events to the cache, from the version listed at start."""
+    async def _watch(self, path: str, since: str, feed: Callable[[dict[str, Any]], None]) -> None:
+        """Feed a collection's watch events to ``feed``, from the version listed at start
+        (Nodes, Pods and node Leases: not through Kopf, see the module's docstring)."""
         while True:
             try:
                 async for event in self.api.watch(path, resource_version=since):
-                    self.on_event(kind, event)
+                    feed(event)
             except errors.ApiError as err:
-                log.warning("watch failed; retrying", kind=kind.value, error=str(err))
+                log.warning("watch failed; retrying", path=path, error=str(err))
                 since = ""  # list again: what changed meanwhile comes as ADDED
                 await asyncio.sleep(self.options.loop.error_backoff_seconds)
+
+    def _feed(self, kind: Kind) -> Callable[[dict[str, Any]], None]:
+        return lambda event: self.on_event(kind, event)
 
     async def _relist(self) -> None:
         """Relist soon after start, then now and then: a watch never reports a deletion
@@ -163,24 +172,12 @@ class Operator:
                 log.warning("relist failed", error=str(err))
             await asyncio.sleep(loop.relist_seconds)
 
-    async def _watch_leases(self) -> None:
-        """Kubelet heartbeats: the node Leases in kube-node-lease (one namespace, so not
-        through Kopf, whose namespaces are those of valet's own resources). A renewal after
-        a silence longer than a grace wakes the reconciler: the node is coming back."""
-        while True:
-            try:
-                async for event in self.api.watch(
-                    NODE_LEASES, resource_version=self._leases_listed
-                ):
-                    gap = self.cache.observe_lease(
-                        event["object"], deleted=event["type"] == "DELETED"
-                    )
-                    if gap > self._shortest_grace():
-                        self.reconciler.poke()
-            except errors.ApiError as err:
-                log.warning("watching node leases failed; retrying", error=str(err))
-                self._leases_listed = ""  # list again: renewals meanwhile come as ADDED
-                await asyncio.sleep(self.options.loop.relist_seconds)
+    def _on_lease(self, event: dict[str, Any]) -> None:
+        """A kubelet heartbeat (a node Lease in kube-node-lease). A renewal after a silence
+        longer than a grace wakes the reconciler: the node is coming back."""
+        gap = self.cache.observe_lease(event["object"], deleted=event["type"] == "DELETED")
+        if gap > self._shortest_grace():
+            self.reconciler.poke()
 
     def _shortest_grace(self) -> float:
         default = self.options.policy.node_grace_seconds

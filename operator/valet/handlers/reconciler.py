@@ -18,7 +18,7 @@ import structlog
 from valet.k8s import errors
 from valet.k8s.apply import Applier, Rejection
 from valet.k8s.cache import Cache, Invalid, Kind
-from valet.k8s.client import MERGE, core_path, valet_path
+from valet.k8s.client import MERGE, valet_path
 from valet.metrics import OperatorMetrics
 from valet.model.enums import EventType, JobPhase, NodeState, PodKind
 from valet.model.plan import Action, EvictPod, PatchJobStatus, Plan
@@ -226,13 +226,7 @@ class Reconciler:
                 await self._best_effort(self._report_valid(*ident))
 
     async def _ensure_service(self, key: str) -> None:
-        """Create the job's headless Service unless it exists: a restarted operator only
-        reads what the last one created."""
-        namespace, _, name = key.rpartition("/")
-        try:
-            await self.applier.api.call("GET", core_path("services", namespace, name))
-        except errors.NotFoundError:
-            await self.applier.ensure_service(key)
+        await self.applier.ensure_service(key)
         self._services.add(key)
 
     async def _best_effort(self, coro: object) -> None:

@@ -479,8 +479,13 @@ class Applier:
         )
 
     async def ensure_service(self, job_key: str) -> None:
+        """Create the job's headless Service unless it exists: read first, so that a
+        restarted operator writes none of those the last one created."""
         job = self.cache.jobs.get(job_key)
         if job is None:
+            return
+        with contextlib.suppress(errors.NotFoundError):
+            await self.api.call("GET", core_path("services", job.namespace, job.name))
             return
         try:
             manifest = codec.service_manifest(job)
