@@ -66,11 +66,12 @@ class Capacity:
 
     def remove_spot(self, pod: Pod) -> None:
         """A spot pod is being evicted this pass: its GPUs are on their way out."""
-        on_node = self.spot.get(pod.node or "", ())
-        if pod in on_node:
+        node = pod.node
+        on_node = self.spot.get(node, ()) if node is not None else ()
+        if node is not None and pod in on_node:
             i = on_node.index(pod)
-            self.spot[pod.node or ""] = on_node[:i] + on_node[i + 1 :]
-            self.releasing[pod.node or ""] += pod.gpus
+            self.spot[node] = on_node[:i] + on_node[i + 1 :]
+            self.releasing[node] += pod.gpus
 
     def _could_take(self, node: str, gpus: int) -> bool:
         free = self.free[node]
