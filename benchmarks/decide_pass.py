@@ -1,5 +1,7 @@
-"""Time of one policy pass (``decide``) over a steady fleet, by stage, with and without the
-incrementally kept pod index (``PodIndex``, as the operator's cache keeps it).
+"""Time of one policy pass (``decide``) over a steady fleet, by stage: from scratch, with
+the incrementally kept pod index (``PodIndex``, as the operator's cache keeps it), and
+with a ``PassMemo`` kept from the pass before (as the operator and the simulator keep it),
+when nothing changed and when one node failed.
 
 Run: .venv/bin/python benchmarks/decide_pass.py [--nodes 4096] [--repeat 15]
 
@@ -19,9 +21,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from valet.model.enums import Health
 from valet.model.podindex import PodIndex
-from valet.model.view import ClusterView
-from valet.policy import PolicyConfig, buffer, jobs, lifecycle, spot
+from valet.model.view import ClusterView, NodeHealth
+from valet.policy import PassMemo, PolicyConfig, buffer, jobs, lifecycle, spot
 from valet.policy.capacity import Capacity
 from valet.sim.fleet import FleetConfig, FleetRun, standard_policies
 
@@ -41,7 +44,7 @@ def steady_fleet(nodes: int) -> tuple[FleetRun, float]:
     return run, now
 
 
-def stages(view: ClusterView, now: float, policy: PolicyConfig) -> dict[str, float]:
+def stages(view: ClusterView, now: float, policy: PolicyConfig, memo: PassMemo) -> dict[str, float]:
     took: dict[str, float] = {}
 
     def timed(name: str, f: Callable[..., Any], *args: Any) -> Any:
@@ -50,9 +53,9 @@ def stages(view: ClusterView, now: float, policy: PolicyConfig) -> dict[str, flo
         took[name] = time.perf_counter() - started
         return result
 
-    ps = timed("nodes", lifecycle.new_pass, view, now, policy)
+    ps = timed("nodes", lifecycle.new_pass, view, now, policy, memo)
     timed("lifecycle", lifecycle.advance_nodes, ps)
-    cap = timed("capacity", Capacity, view)
+    cap = timed("capacity", Capacity, ps.view, memo.gpus)
     ledgers = timed("settle spot", spot.settle_spot, ps, cap)
     timed("buffer", buffer.rebalance, ps, cap)
     timed("jobs", jobs.reconcile_jobs, ps, cap)
@@ -61,7 +64,7 @@ def stages(view: ClusterView, now: float, policy: PolicyConfig) -> dict[str, flo
     def report() -> None:
         for pool in view.pools:
             decide_module._report_pool(ps, pool, ledgers[pool.name])
-            lifecycle.sync_marks(ps, ps.pool_nodes[pool.name])
+            lifecycle.sync_marks(ps, pool)
 
     timed("report", report)
     took["total"] = sum(took.values())
@@ -78,18 +81,36 @@ def main() -> None:
     run, now = steady_fleet(args.nodes)
     full = run.cluster.view()
     pods, index = PodIndex(full.pods).snapshot()
-    variants = {
-        "full scan": lambda: dataclasses.replace(full, index=None),
-        "pod index": lambda: dataclasses.replace(full, pods=pods, index=index),
+    indexed = dataclasses.replace(full, pods=pods, index=index)
+    kept = PassMemo()
+    stages(indexed, now, run.policy, kept)
+    names = list(indexed.nodes)
+    failing = NodeHealth(Health.UNHEALTHY, ("xid:79",), now, now)
+
+    def one_failed(i: int) -> ClusterView:
+        node = indexed.nodes[names[i % len(names)]]
+        nodes = {**indexed.nodes, node.name: dataclasses.replace(node, health=failing)}
+        return dataclasses.replace(indexed, nodes=nodes)
+
+    variants: dict[str, Callable[[int], tuple[ClusterView, PassMemo]]] = {
+        "full scan": lambda i: (dataclasses.replace(full, index=None), PassMemo()),
+        "pod index": lambda i: (indexed, PassMemo()),
+        "memo, steady": lambda i: (indexed, kept),
+        "memo, 1 fault": lambda i: (one_failed(i), kept),
     }
     print(
         f"{args.nodes} nodes, {len(full.pods)} pods, {len(full.jobs)} jobs;"
         f" load {os.getloadavg()[0]:.1f}"
     )
     for label, make in variants.items():
-        runs = [stages(make(), now, run.policy) for _ in range(args.repeat)]
+        runs = [_run(make(i), now, run.policy) for i in range(args.repeat)]
         medians = {k: statistics.median(r[k] for r in runs) * 1000 for k in runs[0]}
-        print(f"{label:10} " + "  ".join(f"{k} {v:.1f}" for k, v in medians.items()) + " (ms)")
+        print(f"{label:13} " + "  ".join(f"{k} {v:.1f}" for k, v in medians.items()) + " (ms)")
+
+
+def _run(made: tuple[ClusterView, PassMemo], now: float, policy: PolicyConfig) -> dict[str, float]:
+    view, memo = made
+    return stages(view, now, policy, memo)
 
 
 if __name__ == "__main__":

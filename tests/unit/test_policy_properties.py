@@ -1,5 +1,5 @@
 """Invariants of decide() over random clusters and event sequences (hypothesis), and the
-equivalence of an incrementally kept view with a full one.
+equivalence of an incrementally kept view and memo with a full pass.
 
 Each example builds a small pool, then plays a random sequence of node faults,
 repairs, application failures, scale changes and time steps through SimCluster,
@@ -20,7 +20,7 @@ from valet.model.plan import BindPod, CreatePod, DeletePod, EvictPod, Plan, SetN
 from valet.model.podindex import PodIndex
 from valet.model.specs import SpotPoolSpec, TrainingJobSpec
 from valet.model.view import ClusterView
-from valet.policy import PolicyConfig, decide
+from valet.policy import PassMemo, PolicyConfig, decide
 from valet.sim.cluster import NodeRec, SimCluster
 
 CONFIG = PolicyConfig(
@@ -108,6 +108,8 @@ class Invariants:
         # The operator's way of keeping pods: an index fed one change at a time.
         self.index = PodIndex()
         self._records: dict[str, object] = {}
+        # The operator's and the simulator's way of deciding: a memo kept across passes.
+        self.memo = PassMemo()
 
     def incremental_view(self, view: ClusterView) -> ClusterView:
         """``view`` with its pods from ``self.index``, fed only what changed since last time
@@ -195,8 +197,8 @@ def _pass(cluster: SimCluster, checks: Invariants, now: float) -> None:
     cluster.advance(now)
     view = cluster.view()
     plan = decide(view, now, CONFIG)
-    # Incremental indexes decide exactly as a full pass over the whole pod list.
-    assert decide(checks.incremental_view(view), now, CONFIG) == plan
+    # Incremental indexes and a memo kept across passes decide exactly as a full pass.
+    assert decide(checks.incremental_view(view), now, CONFIG, checks.memo) == plan
     checks.before_apply(view, plan)
     finished = {a.name for a in plan.of(DeletePod) if a.reason is Reason.SHARD_DONE}
     for rec in list(cluster.pods.values()):

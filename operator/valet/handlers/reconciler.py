@@ -24,7 +24,7 @@ from valet.model.enums import EventType, JobPhase, NodeState, PodKind
 from valet.model.plan import Action, EvictPod, PatchJobStatus, Plan
 from valet.model.specs import Condition, set_condition
 from valet.model.view import ClusterView
-from valet.policy import PolicyConfig, decide
+from valet.policy import PassMemo, PolicyConfig, decide
 
 log = structlog.get_logger("valet.reconciler")
 SPEC_VALID = "SpecValid"
@@ -63,6 +63,7 @@ class Reconciler:
         self.active = asyncio.Event()  # cleared while another replica leads
         self.active.set()
         self.passes = 0
+        self.memo = PassMemo()  # what each pass judged, for the next to start from
         self.last_plan = Plan()
         self._services: set[str] = set()
         self._reported_invalid: dict[tuple[Kind, str], str] = {}
@@ -105,7 +106,7 @@ class Reconciler:
         started = time.perf_counter()
         now = self.clock()
         view = self.cache.view()
-        plan = decide(view, now, self.policy)
+        plan = decide(view, now, self.policy, self.memo)
         await self.applier.apply(plan)
         self._observe(view, plan)
         await self._services_and_specs()

@@ -6,5 +6,6 @@ The operator and the fleet simulator run this same code.
 
 from valet.policy.config import PolicyConfig
 from valet.policy.decide import decide
+from valet.policy.memo import PassMemo
 
-__all__ = ["PolicyConfig", "decide"]
+__all__ = ["PassMemo", "PolicyConfig", "decide"]

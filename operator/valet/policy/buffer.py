@@ -17,14 +17,13 @@ def buffer_target(ps: Pass, pool: Pool) -> int:
     Lifecycle has run when this is asked, so retirements are final for the pass.
     """
     if pool.name not in ps.targets:
-        nodes = ps.pool_nodes[pool.name]
-        retired = sum(1 for n in nodes if ps.states[n.name] is NodeState.RETIRED)
-        ps.targets[pool.name] = pool.spec.buffer.target(len(nodes) - retired)
+        retired = ps.state_counts(pool.name)[NodeState.RETIRED]
+        ps.targets[pool.name] = pool.spec.buffer.target(len(ps.pool_nodes[pool.name]) - retired)
     return ps.targets[pool.name]
 
 
 def spares_of(ps: Pass, pool: Pool) -> list[Node]:
-    return [n for n in ps.pool_nodes[pool.name] if ps.states[n.name] is NodeState.SPARE]
+    return ps.nodes_in(pool.name, NodeState.SPARE)
 
 
 def rebalance(ps: Pass, cap: Capacity) -> None:
@@ -40,16 +39,10 @@ def rebalance(ps: Pass, cap: Capacity) -> None:
         missing = target - len(spares)
         if missing <= 0:
             continue
-        idle = [
-            n
-            for n in ps.pool_nodes[pool.name]
-            if ps.states[n.name] is NodeState.ACTIVE
-            and n.name not in cap.workers_on
-            and ps.placeable(n)
-        ]
-        for node in sorted(idle, key=lambda n: n.name)[:missing]:
+        idle = (ps.names_in(pool.name, NodeState.ACTIVE) - cap.workers_on) & ps.in_service
+        for name in sorted(idle)[:missing]:
             ps.set_state(
-                node.name, NodeState.SPARE, Reason.NODE_SPARE, f"held in the buffer of {pool.name}"
+                name, NodeState.SPARE, Reason.NODE_SPARE, f"held in the buffer of {pool.name}"
             )
 
 

@@ -11,7 +11,8 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 
 from valet.model.enums import NodeState
-from valet.model.view import ClusterView, Node, Pod
+from valet.model.view import ClusterView, Node, NodeUsage, Pod
+from valet.policy.diff import changed_keys
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,30 +40,71 @@ def choose_victims(spot_pods: Iterable[Pod], need: int) -> tuple[Pod, ...]:
     return tuple(chosen) if need <= 0 else ()
 
 
+class GpuBook:
+    """GPU accounting as a pass starts, kept from one view to the next: only nodes whose
+    usage (``ClusterView.usage``, identical while unchanged) or node changed are counted
+    again."""
+
+    def __init__(self) -> None:
+        self._usage: dict[str, NodeUsage] = {}
+        self.free: dict[str, int] = {}
+        self.bound: dict[str, int] = {}
+        self.releasing: dict[str, int] = {}
+        self.spot: dict[str, tuple[Pod, ...]] = {}
+        self.workers_on: set[str] = set()
+        # Nodes with any GPUs free, releasing or held by spot pods: the only ones that can
+        # take a pod. A pass only takes GPUs, so it stays a superset all pass long.
+        self.room: set[str] = set()
+
+    def update(self, view: ClusterView, touched: Iterable[str]) -> None:
+        """Recount the nodes whose usage changed, and the ``touched`` nodes (changed, joined
+        or gone since the last update)."""
+        usage, nodes = view.usage, view.nodes
+        dirty = changed_keys(usage, self._usage)
+        dirty.extend(touched)
+        self._usage = dict(usage)
+        for name in dict.fromkeys(dirty):
+            self._count(name, nodes.get(name), usage.get(name))
+
+    def _count(self, name: str, node: Node | None, use: NodeUsage | None) -> None:
+        for table in (self.free, self.bound, self.releasing, self.spot):
+            table.pop(name, None)
+        self.workers_on.discard(name)
+        self.room.discard(name)
+        if node is None:
+            return
+        if use is None:
+            self.free[name] = node.gpus
+            if node.gpus > 0:
+                self.room.add(name)
+            return
+        free = self.free[name] = node.gpus - use.used
+        if use.workers:
+            self.workers_on.add(name)
+        if use.bound:
+            self.bound[name] = use.bound
+        if use.releasing:
+            self.releasing[name] = use.releasing
+        if use.spot:
+            self.spot[name] = use.spot
+        if free + use.releasing + sum(p.gpus for p in use.spot) > 0:
+            self.room.add(name)
+
+
 class Capacity:
     """Free, releasing and evictable GPUs per node, updated as the pass places pods."""
 
-    def __init__(self, view: ClusterView) -> None:
-        usage = view.usage
-        self.free: dict[str, int] = {name: node.gpus for name, node in view.nodes.items()}
-        self.bound: defaultdict[str, int] = defaultdict(int)
-        self.releasing: defaultdict[str, int] = defaultdict(int)
+    def __init__(self, view: ClusterView, book: GpuBook | None = None) -> None:
+        if book is None:
+            book = GpuBook()
+            book.update(view, view.nodes)
+        self.free: dict[str, int] = dict(book.free)
+        self.bound: defaultdict[str, int] = defaultdict(int, book.bound)
+        self.releasing: defaultdict[str, int] = defaultdict(int, book.releasing)
         # Tuples, replaced rather than changed: they are shared with the view's index.
-        self.spot: dict[str, tuple[Pod, ...]] = {}
-        self.workers_on: set[str] = set()  # nodes with a worker bound or nominated
-        free = self.free
-        for name, use in usage.items():
-            if name not in free:
-                continue
-            free[name] -= use.used
-            if use.workers:
-                self.workers_on.add(name)
-            if use.bound:
-                self.bound[name] = use.bound
-            if use.releasing:
-                self.releasing[name] = use.releasing
-            if use.spot:
-                self.spot[name] = use.spot
+        self.spot: dict[str, tuple[Pod, ...]] = dict(book.spot)
+        self.workers_on: set[str] = set(book.workers_on)  # a worker bound or nominated there
+        self.room: frozenset[str] | set[str] = book.room  # read only: see GpuBook.room
 
     def remove_spot(self, pod: Pod) -> None:
         """A spot pod is being evicted this pass: its GPUs are on their way out."""

@@ -12,29 +12,37 @@ from __future__ import annotations
 
 from collections import Counter
 
-from valet.model.enums import ConditionType, EventType, Health, NodeState, PodKind, Reason
+from valet.model.enums import ConditionType, EventType, NodeState, PodKind, Reason
 from valet.model.plan import CreatePod, EmitEvent, PatchPoolStatus, Plan
 from valet.model.specs import Condition, ShardStatus, SpotPoolStatus, set_condition
 from valet.model.view import ClusterView, Pool
 from valet.policy import buffer, jobs, lifecycle, spot
 from valet.policy.capacity import Capacity
 from valet.policy.config import PolicyConfig
+from valet.policy.memo import PassMemo
 from valet.policy.pass_ import Pass
 
 DEFAULT_CONFIG = PolicyConfig()
 
 
-def decide(view: ClusterView, now: float, config: PolicyConfig = DEFAULT_CONFIG) -> Plan:
-    ps = lifecycle.new_pass(view, now, config)
+def decide(
+    view: ClusterView,
+    now: float,
+    config: PolicyConfig = DEFAULT_CONFIG,
+    memo: PassMemo | None = None,
+) -> Plan:
+    """The plan for ``view`` at ``now``. A caller that decides pass after pass keeps one
+    ``memo`` for all of them: the plan is the same, at a cost in proportion to what changed."""
+    ps = lifecycle.new_pass(view, now, config, memo if memo is not None else PassMemo())
     lifecycle.advance_nodes(ps)
-    cap = Capacity(view)
+    cap = Capacity(ps.view, ps.memo.gpus)
     ledgers = spot.settle_spot(ps, cap)
     buffer.rebalance(ps, cap)
     jobs.reconcile_jobs(ps, cap)
     spot.pack_spot(ps, cap, ledgers)
     for pool in view.pools:
         _report_pool(ps, pool, ledgers[pool.name])
-        lifecycle.sync_marks(ps, ps.pool_nodes[pool.name])
+        lifecycle.sync_marks(ps, pool)
     actions = (
         *ps.node_actions,
         *ps.early_status_actions,
@@ -84,14 +92,8 @@ def _bulk_to_pools(ps: Pass) -> list[EmitEvent]:
 
 def _report_pool(ps: Pass, pool: Pool, ledger: spot.PoolLedger) -> None:
     old = pool.status
-    nodes = ps.pool_nodes[pool.name]
-    by_state = Counter(
-        {
-            str(s or "new"): c
-            for s, c in Counter(map(ps.states.get, (n.name for n in nodes))).items()
-        }
-    )
-    unknown = sum(1 for n in nodes if ps.health[n.name] is Health.UNKNOWN)
+    by_state = Counter({str(s or "new"): c for s, c in ps.state_counts(pool.name).items()})
+    unknown = ps.memo.pools[pool.name].unknown
     if unknown:
         by_state["unknown"] = unknown
     spares = by_state.get(NodeState.SPARE.value, 0)

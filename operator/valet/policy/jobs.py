@@ -118,17 +118,28 @@ def _running_since(ps: Pass, last: LastHeal | None, keep: list[Pod]) -> LastHeal
 
 
 def _steady(ps: Pass, job: Job, workers: tuple[Pod, ...]) -> bool:
-    """All target workers running on good nodes and already reported so: nothing to do."""
+    """All target workers running on good nodes and already reported so: nothing to do.
+    What the job and its workers say is kept in the memo while they are the same objects."""
+    seen = ps.memo.jobs.get(job.key)
+    if seen is None or seen[0] is not job or seen[1] is not workers:
+        seen = ps.memo.jobs[job.key] = (job, workers, _steady_on(job, workers))
+    nodes = seen[2]
+    return nodes is not None and ps.out_of_service.isdisjoint(nodes)
+
+
+def _steady_on(job: Job, workers: tuple[Pod, ...]) -> frozenset[str] | None:
+    """The nodes of a job whose every target worker runs and was reported so, else None."""
     status, target = job.status, job.spec.target
     if status.phase is not JobPhase.RUNNING or len(workers) != target:
-        return False
+        return None
     if status.replicas != target or status.ready_replicas != target:
-        return False
-    bad = ps.out_of_service
+        return None
+    nodes: set[str] = set()
     for w in workers:
-        if w.phase is not PodPhase.RUNNING or not w.live or w.node is None or w.node in bad:
-            return False
-    return True
+        if w.phase is not PodPhase.RUNNING or not w.live or w.node is None:
+            return None
+        nodes.add(w.node)
+    return frozenset(nodes)
 
 
 def _sort_out_workers(ps: Pass, job: Job, workers: tuple[Pod, ...], heal: _Heal) -> list[Pod]:
@@ -257,13 +268,19 @@ def preempt(ps: Pass, victim: Pod, why: str, reason: Reason = Reason.SPOT_PREEMP
     )
 
 
-def candidate_nodes(ps: Pass, job: Job, allow_spares: bool) -> list[Node]:
-    if job.spec.pool is not None:
-        nodes = ps.pool_nodes.get(job.spec.pool, [])
-    else:
-        nodes = [n for pool_nodes in ps.pool_nodes.values() for n in pool_nodes]
+def candidate_nodes(ps: Pass, cap: Capacity, job: Job, allow_spares: bool) -> list[Node]:
+    """Pool nodes (of the job's pool, if it names one) that may take its workers: in
+    service, spares only if allowed, with some room (in no particular order)."""
+    pool = job.spec.pool
     wanted = (NodeState.ACTIVE, NodeState.SPARE) if allow_spares else (NodeState.ACTIVE,)
-    return [n for n in nodes if ps.states.get(n.name) in wanted and ps.placeable(n)]
+    states, verdicts, nodes = ps.states, ps.memo.verdicts, ps.view.nodes
+    return [
+        nodes[name]
+        for name in cap.room & ps.in_service
+        if states[name] in wanted
+        and (home := verdicts[name].pool) is not None
+        and (pool is None or home == pool)
+    ]
 
 
 def _place_gang(
@@ -271,7 +288,7 @@ def _place_gang(
 ) -> list[tuple[int, Placement]]:
     spec = job.spec
     allow_spares = job.status.started and spec.healing.use_buffer
-    nodes = candidate_nodes(ps, job, allow_spares)
+    nodes = candidate_nodes(ps, cap, job, allow_spares)
     domain = topology_domain(ps.view, keep, spec.topology_key)
     placements = cap.place(nodes, ps.states, need, spec.gpus_per_replica, domain)
     if len(keep) + len(placements) < spec.min_replicas:

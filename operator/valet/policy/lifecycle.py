@@ -26,120 +26,38 @@ from valet.model.plan import (
     SetOutOfService,
     SetSpareTaint,
 )
-from valet.model.view import ClusterView, Node, NodeHealth, Pool
+from valet.model.view import ClusterView, Node, Pool
 from valet.policy.config import PolicyConfig
-from valet.policy.pass_ import IN_SERVICE, OUT_OF_SERVICE, Pass
+from valet.policy.memo import CORDONED_STATES, FENCE_KEPT_STATES, PassMemo
+from valet.policy.pass_ import Pass
 
-CORDONED_STATES = frozenset(
-    {
-        NodeState.SUSPECT,
-        NodeState.DRAINING,
-        NodeState.HEALING,
-        NodeState.RETIRED,
-        NodeState.MAINTENANCE,
-    }
-)
 # States a planned drain (``valet.dev/maintenance``) takes a node from; a node draining or
 # healing for a fault finishes that first, and a retired one stays retired.
 _MAINTAINABLE = frozenset({NodeState.ACTIVE, NodeState.SPARE, NodeState.SUSPECT})
 
 
-def new_pass(view: ClusterView, now: float, config: PolicyConfig) -> Pass:
-    """Start a pass: a node whose agent is silent beyond staleness (or never spoke) is
-    UNKNOWN; a pool node whose kubelet is silent beyond the grace is dead (``_dead``)."""
-    pool_nodes: dict[str, list[Node]] = {pool.name: [] for pool in view.pools}
-    states: dict[str, NodeState | None] = {}
-    health: dict[str, Health] = {}
-    in_service: set[str] = set()
-    out_of_service: set[str] = set()
-    dead: dict[str, Node] = {}
-    wake_at: list[float] = []
-    stale_before = now - config.staleness_seconds
-    # Lease ages are judged against the freshest Lease seen, not the clock alone: when every
-    # Lease looks old, it is this view that is behind (a slow pass, a lagging watch) or the
-    # API server that is down, and no node is to be declared dead for it.
-    freshest = max(view.leases.values(), default=now)
-    lease_now = min(now, freshest)
-    selectors = [
-        (
-            pool_nodes[p.name],
-            tuple(p.spec.node_selector.items()),
-            p.spec.node_grace_seconds or config.node_grace_seconds,
-        )
-        for p in view.pools
-    ]
-    leases = view.leases
-    unknown, in_states, out_states = Health.UNKNOWN, IN_SERVICE, OUT_OF_SERVICE
-    for name, node in view.nodes.items():
-        labels = node.labels
-        for members, selector, grace in selectors:  # the first pool selecting it
-            for key, value in selector:
-                if labels.get(key) != value:
-                    break
-            else:
-                members.append(node)
-                beat = view.kubelet_heartbeat(node)
-                reference = lease_now if name in leases else now
-                died_at = _dead_since(node, beat, reference, now, grace)
-                if died_at is not None:
-                    node = dead[name] = _as_dead(node, died_at)
-                    members[-1] = node
-                elif node.state not in out_states and beat is not None:
-                    # When it would be dead, the view lagging as now.
-                    wake_at.append(beat + grace + (now - lease_now))
-                break
-        state = states[name] = node.state
-        heartbeat = node.health.heartbeat
-        verdict = health[name] = (
-            unknown if heartbeat is None or heartbeat < stale_before else node.health.verdict
-        )
-        if state in in_states:
-            if verdict is Health.HEALTHY and node.ready:
-                in_service.add(name)
-        elif state in out_states:
-            out_of_service.add(name)
-    if dead:
-        view = dataclasses.replace(view, nodes={**view.nodes, **dead})
+def new_pass(view: ClusterView, now: float, config: PolicyConfig, memo: PassMemo) -> Pass:
+    """Start a pass from ``memo`` brought up to date: a node whose agent is silent beyond
+    staleness (or never spoke) is UNKNOWN; a pool node whose kubelet is silent beyond the
+    grace is dead (``memo.dead_since``)."""
+    death = memo.update(view, now, config)
+    if memo.dead:
+        view = dataclasses.replace(view, nodes={**view.nodes, **memo.dead})
     ps = Pass(
         view=view,
         now=now,
         config=config,
-        states=states,
-        health=health,
-        pool_nodes=pool_nodes,
-        in_service=in_service,
-        out_of_service=out_of_service,
-        dead=set(dead),
+        states=dict(memo.states),
+        health=dict(memo.health),
+        pool_nodes={name: list(book.members.values()) for name, book in memo.pools.items()},
+        memo=memo,
+        in_service=set(memo.in_service),
+        out_of_service=set(memo.out_of_service),
+        dead=set(memo.dead),
     )
-    if wake_at:
-        ps.wake(min(wake_at))
+    if death is not None:
+        ps.wake(death)  # when the next kubelet would pass its grace
     return ps
-
-
-def _dead_since(
-    node: Node, beat: float | None, reference: float, now: float, grace: float
-) -> float | None:
-    """When the kubelet was last seen alive, if that is longer than ``grace`` ago: its
-    heartbeat (``kubelet_heartbeat``) older than the grace at ``reference`` (the freshest
-    Lease for a node with one, else now), or Ready not True for the whole grace."""
-    if beat is not None and reference - beat > grace:
-        return beat
-    if not node.ready and node.ready_since is not None and now - node.ready_since > grace:
-        return node.ready_since
-    return None
-
-
-def _as_dead(node: Node, since: float) -> Node:
-    """The node as policy sees a dead one: unhealthy with ``node-unreachable``, since the
-    kubelet's last sign of life (so heal times count from there)."""
-    health = NodeHealth(
-        verdict=Health.UNHEALTHY,
-        signals=("node-unreachable",),
-        since=since,
-        heartbeat=node.health.heartbeat,
-        gpus=node.health.gpus,
-    )
-    return dataclasses.replace(node, health=health, ready=False)
 
 
 def is_lemon(node: Node, pool: Pool, now: float) -> bool:
@@ -148,21 +66,16 @@ def is_lemon(node: Node, pool: Pool, now: float) -> bool:
 
 
 def advance_nodes(ps: Pass) -> None:
-    """Move every pool node one step through its lifecycle."""
-    states, health = ps.states, ps.health
+    """Move every pool node one step through its lifecycle: those not healthy and in
+    service (``Verdict.attention``), for the rest have no step to take."""
     for pool in ps.view.pools:
-        nodes = ps.pool_nodes[pool.name]
+        book = ps.memo.pools[pool.name]
         to_drain: list[Node] = []
-        for node in nodes:
-            if (
-                health[node.name] is Health.HEALTHY
-                and states[node.name] in IN_SERVICE
-                and node.maintenance is None
-            ):
-                continue  # the common case: healthy and in service, nothing to do
+        for name in ps.memo.in_order(book.attention):
+            node = book.members[name]
             if _step(ps, node, pool):
                 to_drain.append(node)
-        _drain_within_breaker(ps, pool, nodes, to_drain)
+        _drain_within_breaker(ps, pool, ps.pool_nodes[pool.name], to_drain)
 
 
 def _step(ps: Pass, node: Node, pool: Pool) -> bool:
@@ -313,11 +226,13 @@ def _heal(ps: Pass, node: Node, pool: Pool, health: Health, since: float) -> Non
     _request(ps, node, Remediation.REBOOT, rem.attempts + 1)
 
 
-def sync_marks(ps: Pass, nodes: list[Node]) -> None:
-    """Cordon and spare taint follow each node's final state of this pass."""
-    states, actions = ps.states, ps.node_actions
-    for node in nodes:
-        state = states[node.name]
+def sync_marks(ps: Pass, pool: Pool) -> None:
+    """Cordon and spare taint follow each node's final state of this pass: nodes whose
+    marks differed as the pass began (``Verdict.marks_off``), and those it moved."""
+    states, actions, book = ps.states, ps.node_actions, ps.memo.pools[pool.name]
+    moved = {name for name in ps.changed if name in book.members}
+    for name in ps.memo.in_order(book.marks_off | moved):
+        node, state = book.members[name], states[name]
         cordon = state in CORDONED_STATES
         if cordon != node.unschedulable:
             actions.append(SetCordon(node.name, cordon))
@@ -325,8 +240,6 @@ def sync_marks(ps: Pass, nodes: list[Node]) -> None:
         if spare != node.spare_taint:
             actions.append(SetSpareTaint(node.name, spare))
         # The fence of a dead node stays until it has been remediated and returns.
-        fenced = node.name in ps.dead or (
-            node.out_of_service and state in (NodeState.DRAINING, NodeState.HEALING)
-        )
+        fenced = node.name in ps.dead or (node.out_of_service and state in FENCE_KEPT_STATES)
         if fenced != node.out_of_service:
             actions.append(SetOutOfService(node.name, fenced))

@@ -9,11 +9,7 @@ from valet.model.enums import EventType, Health, NodeState, Reason
 from valet.model.plan import Action, DeletePod, EmitEvent, EvictPod, SetNodeState
 from valet.model.view import ClusterView, Node, Pod
 from valet.policy.config import PolicyConfig
-
-IN_SERVICE = frozenset({NodeState.ACTIVE, NodeState.SPARE})
-OUT_OF_SERVICE = frozenset(
-    {NodeState.DRAINING, NodeState.HEALING, NodeState.RETIRED, NodeState.MAINTENANCE}
-)
+from valet.policy.memo import IN_SERVICE, OUT_OF_SERVICE, PassMemo
 
 
 @dataclasses.dataclass
@@ -24,6 +20,7 @@ class Pass:
     states: dict[str, NodeState | None]  # state of each node after this pass's transitions
     health: dict[str, Health]  # effective health (staleness applied)
     pool_nodes: dict[str, list[Node]]  # pool name -> its nodes
+    memo: PassMemo  # the verdicts this pass started from, and their counts per pool
     node_actions: list[Action] = dataclasses.field(default_factory=list)
     pod_actions: list[Action] = dataclasses.field(default_factory=list)
     status_actions: list[Action] = dataclasses.field(default_factory=list)
@@ -40,6 +37,7 @@ class Pass:
     targets: dict[str, int] = dataclasses.field(default_factory=dict)  # buffer target by pool
     # Pool nodes whose kubelet is gone: their pods are force-deleted, since none will end.
     dead: set[str] = dataclasses.field(default_factory=set)
+    changed: set[str] = dataclasses.field(default_factory=set)  # nodes whose state changed
 
     def new_pod_name(self, namespace: str, prefix: str) -> str:
         """The first ``prefix-N`` name free in the namespace (pods still terminating count)."""
@@ -96,6 +94,7 @@ class Pass:
 
     def set_state(self, node: str, state: NodeState, reason: Reason, message: str) -> None:
         self.states[node] = state
+        self.changed.add(node)
         self._classify(node)
         self.node_actions.append(SetNodeState(node, state, reason))
         warn = state in (NodeState.DRAINING, NodeState.RETIRED, NodeState.SUSPECT)
@@ -116,6 +115,30 @@ class Pass:
             self.out_of_service.add(name)
         else:
             self.out_of_service.discard(name)
+
+    def names_in(self, pool: str, state: NodeState | None) -> set[str]:
+        """The pool's nodes in ``state`` as of now (this pass's transitions applied)."""
+        names = self.memo.pools[pool].by_state.get(state, set())
+        if not self.changed:
+            return set(names)
+        states, verdicts = self.states, self.memo.verdicts
+        moved = {n for n in self.changed if verdicts[n].pool == pool}
+        return (names - moved) | {n for n in moved if states[n] is state}
+
+    def nodes_in(self, pool: str, state: NodeState | None) -> list[Node]:
+        """The pool's nodes in ``state`` as of now, in the order of ``pool_nodes``."""
+        members = self.memo.pools[pool].members
+        return [members[n] for n in self.memo.in_order(self.names_in(pool, state))]
+
+    def state_counts(self, pool: str) -> Counter[NodeState | None]:
+        """How many of the pool's nodes are in each state as of now."""
+        counts = self.memo.pool_counts(pool)
+        before, verdicts = self.memo.states, self.memo.verdicts
+        for name in self.changed:
+            if verdicts[name].pool == pool:
+                counts[before[name]] -= 1
+                counts[self.states[name]] += 1
+        return +counts  # without the states that emptied
 
     def placeable(self, node: Node) -> bool:
         """May new pods go here: active or spare, healthy and ready."""

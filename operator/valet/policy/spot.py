@@ -123,10 +123,11 @@ def pack_spot(ps: Pass, cap: Capacity, ledgers: dict[str, PoolLedger]) -> None:
                     preempt(ps, pod, f"keeping {name} a hot spare", Reason.HOT_SPARE)
         if not pool.spec.workloads:
             continue
+        members = ps.memo.pools[pool.name].members
         nodes = [
-            n
-            for n in ps.pool_nodes[pool.name]
-            if ps.placeable(n) and cap.free[n.name] > 0 and n.name not in hot
+            members[name]
+            for name in cap.room & ps.in_service
+            if name in members and cap.free[name] > 0 and name not in hot
         ]
         if not nodes:
             continue

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from valet.model.enums import Health, NodeState, PodKind, PodPhase, Remediation
 from valet.model.plan import Action, EmitEvent, EvictPod, Plan, SetNodeState
 from valet.model.specs import SpotPoolSpec, TrainingJobSpec
-from valet.policy import PolicyConfig, decide
+from valet.policy import PassMemo, PolicyConfig, decide
 from valet.sim.cluster import NodeRec, SimCluster
 from valet.sim.failures import Failure, draw_failures, percentile
 
@@ -156,6 +156,7 @@ class FleetRun:
         self.rma_returns: list[tuple[float, str]] = []
         self.spot_lost = 0.0
         self.passes = 0
+        self.memo = PassMemo()  # what each pass judged, for the next to start from
         self.cluster = SimCluster(
             startup_seconds=cfg.startup_seconds,
             remediation=self._remediate,
@@ -307,7 +308,7 @@ class FleetRun:
 
     def _pass(self, now: float) -> Plan:
         view = self.cluster.view()
-        plan = decide(view, now, self.policy)
+        plan = decide(view, now, self.policy, self.memo)
         self.cluster.apply(plan, now)
         self.passes += 1
         self._meter(now)
