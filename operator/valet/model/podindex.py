@@ -52,6 +52,7 @@ class PodIndex:
         self._by_pool: dict[str, tuple[Pod, ...]] = {}
         self._usage: dict[str, NodeUsage] = {}
         self._all: tuple[Pod, ...] | None = None
+        self._keys: frozenset[str] = frozenset()
         for pod in pods:
             self.put(pod)
 
@@ -113,6 +114,7 @@ class PodIndex:
         """Every pod in order, and the groups as of now (later changes do not show)."""
         if self._all is None:
             self._all = tuple(self._pods.values())
+            self._keys = frozenset(self._pods)
         targets = {"node": self._by_node, "job": self._by_job, "pool": self._by_pool}
         order = self._order
         for group in self._dirty:
@@ -142,6 +144,7 @@ class PodIndex:
             workers_by_job=dict(self._by_job),
             spot_by_pool=dict(self._by_pool),
             usage=dict(self._usage),
+            keys=self._keys,
         )
         return self._all, index
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Set
 
 from valet.model.enums import (
     FaultAction,
@@ -172,10 +172,15 @@ class ViewIndex:
     workers_by_job: Mapping[str, tuple[Pod, ...]]
     spot_by_pool: Mapping[str, tuple[Pod, ...]]
     usage: Mapping[str, NodeUsage]
+    keys: Set[str]  # of every pod
 
 
 @dataclasses.dataclass(frozen=True)
 class ClusterView:
+    """Whoever builds a view never changes its mappings afterwards (a new view gets new
+    ones): ``PassMemo`` relies on it. Keeping an unchanged Node, Pod or NodeUsage the same
+    object from one view to the next is what makes the memo cheap."""
+
     nodes: Mapping[str, Node]
     pods: tuple[Pod, ...] = ()
     jobs: tuple[Job, ...] = ()
@@ -223,6 +228,13 @@ class ClusterView:
             if pod.kind is PodKind.SPOT:
                 index[pod.owner].append(pod)
         return {k: tuple(v) for k, v in index.items()}
+
+    @functools.cached_property
+    def pod_keys(self) -> Set[str]:
+        """``namespace/name`` of every pod."""
+        if self.index is not None:
+            return self.index.keys
+        return frozenset(pod.key for pod in self.pods)
 
     @functools.cached_property
     def usage(self) -> Mapping[str, NodeUsage]:

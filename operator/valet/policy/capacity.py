@@ -7,8 +7,9 @@ reserves them in the scratch accounting, and the callers turn them into actions.
 from __future__ import annotations
 
 import dataclasses
-from collections import Counter, defaultdict
-from collections.abc import Iterable, Sequence
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence, Set
+from typing import Any, TypeVar
 
 from valet.model.enums import NodeState
 from valet.model.view import ClusterView, Node, NodeUsage, Pod
@@ -46,7 +47,7 @@ class GpuBook:
     again."""
 
     def __init__(self) -> None:
-        self._usage: dict[str, NodeUsage] = {}
+        self._usage: Mapping[str, NodeUsage] = {}
         self.free: dict[str, int] = {}
         self.bound: dict[str, int] = {}
         self.releasing: dict[str, int] = {}
@@ -60,9 +61,9 @@ class GpuBook:
         """Recount the nodes whose usage changed, and the ``touched`` nodes (changed, joined
         or gone since the last update)."""
         usage, nodes = view.usage, view.nodes
-        dirty = changed_keys(usage, self._usage)
+        dirty = changed_keys(usage, self._usage) if usage is not self._usage else []
         dirty.extend(touched)
-        self._usage = dict(usage)
+        self._usage = usage  # never changed once handed out
         for name in dict.fromkeys(dirty):
             self._count(name, nodes.get(name), usage.get(name))
 
@@ -91,6 +92,29 @@ class GpuBook:
             self.room.add(name)
 
 
+_V = TypeVar("_V")
+
+
+class _Scratch(dict[str, _V]):
+    """A pass's own counts over the book's: a read falls through to ``below`` (else to
+    ``default``), a write stays here; so a pass costs what it changes, not a copy."""
+
+    def __init__(self, below: Mapping[str, _V], default: _V | None = None) -> None:
+        super().__init__()
+        self.below, self.default = below, default
+
+    def __missing__(self, key: str) -> _V:
+        value = self.below.get(key, self.default)
+        if value is None:
+            raise KeyError(key)
+        return value
+
+    def get(self, key: str, default: Any = None) -> Any:
+        if dict.__contains__(self, key):
+            return dict.__getitem__(self, key)
+        return self.below.get(key, default)
+
+
 class Capacity:
     """Free, releasing and evictable GPUs per node, updated as the pass places pods."""
 
@@ -98,13 +122,14 @@ class Capacity:
         if book is None:
             book = GpuBook()
             book.update(view, view.nodes)
-        self.free: dict[str, int] = dict(book.free)
-        self.bound: defaultdict[str, int] = defaultdict(int, book.bound)
-        self.releasing: defaultdict[str, int] = defaultdict(int, book.releasing)
+        self.free: dict[str, int] = _Scratch(book.free)
+        self.bound: dict[str, int] = _Scratch(book.bound, 0)
+        self.releasing: dict[str, int] = _Scratch(book.releasing, 0)
         # Tuples, replaced rather than changed: they are shared with the view's index.
-        self.spot: dict[str, tuple[Pod, ...]] = dict(book.spot)
-        self.workers_on: set[str] = set(book.workers_on)  # a worker bound or nominated there
-        self.room: frozenset[str] | set[str] = book.room  # read only: see GpuBook.room
+        self.spot: dict[str, tuple[Pod, ...]] = _Scratch(book.spot)
+        # Read only, as the pass began: see GpuBook.
+        self.workers_on: Set[str] = book.workers_on  # a worker bound or nominated there
+        self.room: Set[str] = book.room
 
     def remove_spot(self, pod: Pod) -> None:
         """A spot pod is being evicted this pass: its GPUs are on their way out."""

@@ -104,15 +104,13 @@ def _report_pool(ps: Pass, pool: Pool, ledger: spot.PoolLedger) -> None:
         for a in ps.pod_actions
         if isinstance(a, CreatePod) and a.kind is PodKind.SPOT and a.owner == pool.name
     ]
-    live = [
-        p for p in ps.view.spot_by_pool.get(pool.name, ()) if p.live and p.key not in ps.evicted
-    ]
+    live_pods, live_gpus = ledger.live(ps, pool.name)
     shard_status = []
     for wl in pool.spec.workloads:
         if wl.shards is None:
             continue
         done = ledger.done[wl.name].union(ledger.finished[wl.name])
-        running = {i for i in spot.running_shards(ps, pool, wl.name) if i not in done}
+        running = {i for i in ledger.running.get(wl.name, ()) if i not in done}
         running |= {a.shard for a in created if a.workload == wl.name and a.shard is not None}
         shard_status.append(ShardStatus(wl.name, wl.shards, done, len(running)))
 
@@ -142,8 +140,8 @@ def _report_pool(ps: Pass, pool: Pool, ledger: spot.PoolLedger) -> None:
         spares=spares,
         spares_target=target,
         nodes=dict(sorted(by_state.items())),
-        spot_gpus=sum(p.gpus for p in live) + sum(a.gpus for a in created),
-        spot_pods=len(live) + len(created),
+        spot_gpus=live_gpus + sum(a.gpus for a in created),
+        spot_pods=live_pods + len(created),
         preemptions=old.preemptions + ps.preemptions[pool.name],
         spot_gpu_seconds=old.spot_gpu_seconds + ledger.gpu_seconds,
         shards=tuple(shard_status),

@@ -75,7 +75,7 @@ def advance_nodes(ps: Pass) -> None:
             node = book.members[name]
             if _step(ps, node, pool):
                 to_drain.append(node)
-        _drain_within_breaker(ps, pool, ps.pool_nodes[pool.name], to_drain)
+        _drain_within_breaker(ps, pool, to_drain)
 
 
 def _step(ps: Pass, node: Node, pool: Pool) -> bool:
@@ -129,20 +129,21 @@ def _step(ps: Pass, node: Node, pool: Pool) -> bool:
     return False
 
 
-def _drain_within_breaker(ps: Pass, pool: Pool, nodes: list[Node], to_drain: list[Node]) -> None:
+def _drain_within_breaker(ps: Pass, pool: Pool, to_drain: list[Node]) -> None:
     """Drain the failing nodes unless too many of the pool failed within the window."""
     if not to_drain:
         return
     breaker = pool.spec.circuit_breaker
+    book = ps.memo.pools[pool.name]
     # Other nodes that failed within the window; a node failing again counts once.
     failing = {n.name for n in to_drain}
     recent = sum(
         1
-        for n in nodes
-        if n.name not in failing and n.faults and ps.now - n.faults[-1] <= breaker.window_seconds
+        for name in book.faulted
+        if name not in failing and ps.now - book.members[name].faults[-1] <= breaker.window_seconds
     )
     # A single failure always drains, however small the pool.
-    allowed = max(1, int(len(nodes) * breaker.max_failed_percent / 100)) - recent
+    allowed = max(1, int(len(book.members) * breaker.max_failed_percent / 100)) - recent
     for i, node in enumerate(sorted(to_drain, key=lambda n: n.name)):
         if i >= allowed:
             ps.breaker_open.add(pool.name)

@@ -21,7 +21,7 @@ import dataclasses
 import heapq
 import math
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from valet.model.enums import Health, NodeState
 from valet.model.view import ClusterView, Job, Node, NodeHealth, Pod
@@ -169,6 +169,7 @@ class PoolBook:
         self.unknown = 0  # nodes whose health is UNKNOWN
         self.attention: set[str] = set()
         self.marks_off: set[str] = set()
+        self.faulted: set[str] = set()  # nodes valet ever drained (``Node.faults``)
 
     def add(self, name: str, v: Verdict) -> None:
         self.members[name] = v.seen
@@ -178,6 +179,8 @@ class PoolBook:
             self.attention.add(name)
         if v.marks_off:
             self.marks_off.add(name)
+        if v.seen.faults:
+            self.faulted.add(name)
 
     def remove(self, name: str, v: Verdict) -> None:
         """Forget the verdict; ``members`` keeps its place until ``PassMemo._regroup``."""
@@ -185,6 +188,7 @@ class PoolBook:
         self.unknown -= v.health is Health.UNKNOWN
         self.attention.discard(name)
         self.marks_off.discard(name)
+        self.faulted.discard(name)
 
 
 class PassMemo:
@@ -197,8 +201,8 @@ class PassMemo:
         self._settings: tuple[PolicyConfig, tuple[_Selector, ...]] | None = None
         self._clock: _Clock | None = None
         self.verdicts: dict[str, Verdict] = {}
-        self._nodes: dict[str, Node] = {}  # as last seen, to find what changed
-        self._leases: dict[str, float] = {}
+        self._nodes: Mapping[str, Node] = {}  # as last seen, to find what changed
+        self._leases: Mapping[str, float] = {}
         self.order: list[str] = []  # node names in the view's order
         self.position: dict[str, int] = {}
         self.pools: dict[str, PoolBook] = {}
@@ -243,9 +247,11 @@ class PassMemo:
         self._clock = clock
 
         nodes, leases, verdicts = view.nodes, view.leases, self.verdicts
-        dirty = changed_keys(nodes, self._nodes)
-        dirty += [name for name in changed_keys(leases, self._leases) if name in nodes]
-        self._nodes, self._leases = dict(nodes), dict(leases)
+        # A view's mappings never change once handed out: the same one is the same content.
+        dirty = changed_keys(nodes, self._nodes) if nodes is not self._nodes else []
+        if leases is not self._leases:
+            dirty += [name for name in changed_keys(leases, self._leases) if name in nodes]
+        self._nodes, self._leases = nodes, leases
         horizon = now + _EARLY
         rechecks = self._rechecks
         while rechecks and rechecks[0][0] <= horizon:

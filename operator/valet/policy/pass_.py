@@ -27,10 +27,10 @@ class Pass:
     early_status_actions: list[Action] = dataclasses.field(default_factory=list)
     events: list[EmitEvent] = dataclasses.field(default_factory=list)
     preemptions: Counter[str] = dataclasses.field(default_factory=Counter)  # by pool
-    evicted: set[str] = dataclasses.field(default_factory=set)  # pod keys evicted/deleted now
+    evicted: dict[str, Pod] = dataclasses.field(default_factory=dict)  # pods evicted/deleted now
     breaker_open: set[str] = dataclasses.field(default_factory=set)  # pool names
     wake_at: float | None = None
-    _pod_keys: set[str] | None = None  # existing and created now; built on first use
+    _created: set[str] = dataclasses.field(default_factory=set)  # pod keys created now
     # Nodes that take new pods (active or spare, healthy, ready) and nodes that must be left.
     in_service: set[str] = dataclasses.field(default_factory=set)
     out_of_service: set[str] = dataclasses.field(default_factory=set)
@@ -41,12 +41,11 @@ class Pass:
 
     def new_pod_name(self, namespace: str, prefix: str) -> str:
         """The first ``prefix-N`` name free in the namespace (pods still terminating count)."""
-        if self._pod_keys is None:
-            self._pod_keys = {pod.key for pod in self.view.pods}
+        taken, created = self.view.pod_keys, self._created
         n = 0
-        while f"{namespace}/{prefix}-{n}" in self._pod_keys:
+        while (key := f"{namespace}/{prefix}-{n}") in taken or key in created:
             n += 1
-        self._pod_keys.add(f"{namespace}/{prefix}-{n}")
+        created.add(key)
         return f"{prefix}-{n}"
 
     def fault_time(self, node_name: str | None) -> float:
@@ -82,7 +81,7 @@ class Pass:
     def delete_pod(self, pod: Pod, reason: Reason) -> None:
         force = pod.node in self.dead
         self.pod_actions.append(DeletePod(pod.namespace, pod.name, reason, force=force))
-        self.evicted.add(pod.key)
+        self.evicted[pod.key] = pod
 
     def evict_pod(self, pod: Pod, grace_seconds: int, reason: Reason) -> None:
         """Evict with notice; on a dead node nobody would act on it: force-delete instead."""
@@ -90,7 +89,7 @@ class Pass:
             self.delete_pod(pod, reason)
             return
         self.pod_actions.append(EvictPod(pod.namespace, pod.name, grace_seconds, reason))
-        self.evicted.add(pod.key)
+        self.evicted[pod.key] = pod
 
     def set_state(self, node: str, state: NodeState, reason: Reason, message: str) -> None:
         self.states[node] = state

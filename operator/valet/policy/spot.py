@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import heapq
 import math
+from collections import Counter
 from collections.abc import Iterator
 
 from valet.model.enums import NodeState, PodKind, PodPhase, Reason
@@ -30,6 +31,28 @@ class PoolLedger:
     done: dict[str, ShardSet]  # workload -> done shards, as recorded in pool status
     finished: dict[str, set[int]] = dataclasses.field(default_factory=dict)  # done in this pass
     gpu_seconds: float = 0.0
+    # As the pass began, by workload: live pods and their GPUs, and the shards of pods that
+    # hold GPUs or are about to (not finished, not failed).
+    live_pods: Counter[str | None] = dataclasses.field(default_factory=Counter)
+    live_gpus: Counter[str | None] = dataclasses.field(default_factory=Counter)
+    running: dict[str | None, set[int]] = dataclasses.field(default_factory=dict)
+
+    def live(self, ps: Pass, pool: str, workload: str | None = None) -> tuple[int, int]:
+        """Live spot pods of the pool (of one workload, else all) not evicted in this pass,
+        and their GPUs."""
+        if workload is None:
+            pods, gpus = self.live_pods.total(), self.live_gpus.total()
+        else:
+            pods, gpus = self.live_pods[workload], self.live_gpus[workload]
+        for p in ps.evicted.values():
+            if (
+                p.kind is PodKind.SPOT
+                and p.owner == pool
+                and p.live
+                and (workload is None or p.workload == workload)
+            ):
+                pods, gpus = pods - 1, gpus - p.gpus
+        return pods, gpus
 
 
 def settle_spot(ps: Pass, cap: Capacity) -> dict[str, PoolLedger]:
@@ -43,6 +66,11 @@ def settle_spot(ps: Pass, cap: Capacity) -> dict[str, PoolLedger]:
         ledgers[pool.name] = ledger
         workloads = {w.name: w for w in pool.spec.workloads}
         for pod in ps.view.spot_by_pool.get(pool.name, ()):
+            if pod.live:
+                ledger.live_pods[pod.workload] += 1
+                ledger.live_gpus[pod.workload] += pod.gpus
+            if pod.shard is not None and not pod.phase.terminal:
+                ledger.running.setdefault(pod.workload, set()).add(pod.shard)
             _settle(ps, cap, pool, ledger, workloads.get(pod.workload or ""), pod)
     for owner, pods in ps.view.spot_by_pool.items():
         if owner not in ledgers:  # the pool is gone
@@ -84,25 +112,12 @@ def _settle(
         preempt(ps, pod, f"node {pod.node} leaving service", Reason.NODE_DRAINING)
 
 
-def running_shards(ps: Pass, pool: Pool, workload: str) -> set[int]:
-    """Shards with a pod that still holds GPUs or is about to (not finished, not failed)."""
-    return {
-        p.shard
-        for p in ps.view.spot_by_pool.get(pool.name, ())
-        if p.workload == workload and p.shard is not None and not p.phase.terminal
-    }
-
-
 def _pending(ps: Pass, pool: Pool, wl: Workload, ledger: PoolLedger) -> Iterator[int | None]:
     if wl.shards is not None:
-        skip = running_shards(ps, pool, wl.name) | ledger.finished[wl.name]
+        skip = ledger.running.get(wl.name, set()) | ledger.finished[wl.name]
         yield from (i for i in ledger.done[wl.name].missing(wl.shards) if i not in skip)
         return
-    live = sum(
-        1
-        for p in ps.view.spot_by_pool.get(pool.name, ())
-        if p.workload == wl.name and p.live and p.key not in ps.evicted
-    )
+    live, _ = ledger.live(ps, pool.name, wl.name)
     limit = wl.max_pods if wl.max_pods is not None else 1 << 30
     for _ in range(max(0, limit - live)):
         yield None
@@ -132,14 +147,8 @@ def pack_spot(ps: Pass, cap: Capacity, ledgers: dict[str, PoolLedger]) -> None:
         if not nodes:
             continue
         queues = {wl.name: _pending(ps, pool, wl, ledgers[pool.name]) for wl in pool.spec.workloads}
-        using = {
-            wl.name: sum(
-                p.gpus
-                for p in ps.view.spot_by_pool.get(pool.name, ())
-                if p.workload == wl.name and p.live and p.key not in ps.evicted
-            )
-            for wl in pool.spec.workloads
-        }
+        ledger = ledgers[pool.name]
+        using = {wl.name: ledger.live(ps, pool.name, wl.name)[1] for wl in pool.spec.workloads}
         active = list(pool.spec.workloads)
         fits = _Fits(ps, cap, nodes)
         while active:
