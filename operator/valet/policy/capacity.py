@@ -9,11 +9,10 @@ from __future__ import annotations
 import dataclasses
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence, Set
-from typing import Any, TypeVar
 
 from valet.model.enums import NodeState
 from valet.model.view import ClusterView, Node, NodeUsage, Pod
-from valet.policy.diff import changed_keys
+from valet.policy.delta import Scratch, changed_keys
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,29 +91,6 @@ class GpuBook:
             self.room.add(name)
 
 
-_V = TypeVar("_V")
-
-
-class _Scratch(dict[str, _V]):
-    """A pass's own counts over the book's: a read falls through to ``below`` (else to
-    ``default``), a write stays here; so a pass costs what it changes, not a copy."""
-
-    def __init__(self, below: Mapping[str, _V], default: _V | None = None) -> None:
-        super().__init__()
-        self.below, self.default = below, default
-
-    def __missing__(self, key: str) -> _V:
-        value = self.below.get(key, self.default)
-        if value is None:
-            raise KeyError(key)
-        return value
-
-    def get(self, key: str, default: Any = None) -> Any:
-        if dict.__contains__(self, key):
-            return dict.__getitem__(self, key)
-        return self.below.get(key, default)
-
-
 class Capacity:
     """Free, releasing and evictable GPUs per node, updated as the pass places pods."""
 
@@ -122,11 +98,11 @@ class Capacity:
         if book is None:
             book = GpuBook()
             book.update(view, view.nodes)
-        self.free: dict[str, int] = _Scratch(book.free)
-        self.bound: dict[str, int] = _Scratch(book.bound, 0)
-        self.releasing: dict[str, int] = _Scratch(book.releasing, 0)
+        self.free: dict[str, int] = Scratch(book.free)
+        self.bound: dict[str, int] = Scratch(book.bound, 0)
+        self.releasing: dict[str, int] = Scratch(book.releasing, 0)
         # Tuples, replaced rather than changed: they are shared with the view's index.
-        self.spot: dict[str, tuple[Pod, ...]] = _Scratch(book.spot)
+        self.spot: dict[str, tuple[Pod, ...]] = Scratch(book.spot)
         # Read only, as the pass began: see GpuBook.
         self.workers_on: Set[str] = book.workers_on  # a worker bound or nominated there
         self.room: Set[str] = book.room

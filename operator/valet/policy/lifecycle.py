@@ -28,6 +28,7 @@ from valet.model.plan import (
 )
 from valet.model.view import ClusterView, Node, Pool
 from valet.policy.config import PolicyConfig
+from valet.policy.delta import Scratch
 from valet.policy.memo import CORDONED_STATES, FENCE_KEPT_STATES, PassMemo
 from valet.policy.pass_ import Pass
 
@@ -47,8 +48,8 @@ def new_pass(view: ClusterView, now: float, config: PolicyConfig, memo: PassMemo
         view=view,
         now=now,
         config=config,
-        states=dict(memo.states),
-        health=dict(memo.health),
+        states=Scratch(memo.states),
+        health=memo.health,
         pool_nodes={name: list(book.members.values()) for name, book in memo.pools.items()},
         memo=memo,
         in_service=set(memo.in_service),

@@ -27,7 +27,7 @@ from valet.model.enums import Health, NodeState
 from valet.model.view import ClusterView, Job, Node, NodeHealth, Pod
 from valet.policy.capacity import GpuBook
 from valet.policy.config import PolicyConfig
-from valet.policy.diff import changed_keys
+from valet.policy.delta import changed_keys
 
 IN_SERVICE = frozenset({NodeState.ACTIVE, NodeState.SPARE})
 OUT_OF_SERVICE = frozenset(

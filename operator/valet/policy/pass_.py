@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections import Counter
+from collections.abc import Mapping
 
 from valet.model.enums import EventType, Health, NodeState, Reason
 from valet.model.plan import Action, DeletePod, EmitEvent, EvictPod, SetNodeState
@@ -18,7 +19,7 @@ class Pass:
     now: float
     config: PolicyConfig
     states: dict[str, NodeState | None]  # state of each node after this pass's transitions
-    health: dict[str, Health]  # effective health (staleness applied)
+    health: Mapping[str, Health]  # effective health (staleness applied)
     pool_nodes: dict[str, list[Node]]  # pool name -> its nodes
     memo: PassMemo  # the verdicts this pass started from, and their counts per pool
     node_actions: list[Action] = dataclasses.field(default_factory=list)

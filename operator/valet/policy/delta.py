@@ -1,0 +1,49 @@
+"""What changed since the last view, and what a pass changes over what it started from.
+
+``changed_keys``: which entries of a mapping are no longer the very objects they were
+(the cache and the simulator keep an unchanged object identical from one view to the
+next); the comparison runs in C. ``Scratch``: a pass's own entries over a mapping it
+must not change, so that the pass costs what it writes, not a copy of the fleet.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from itertools import compress
+from operator import is_not
+from typing import Any, TypeVar
+
+_V = TypeVar("_V")
+_ABSENT: Any = object()
+
+
+def changed_keys(new: Mapping[str, object], old: Mapping[str, object]) -> list[str]:
+    """Keys whose value in ``new`` is not the object ``old`` holds: changed, added, removed.
+    (Values are never None.)"""
+    keys = list(new)
+    if keys == list(old):  # the same keys in the same order: no lookups
+        return list(compress(keys, map(is_not, new.values(), old.values())))
+    changed = list(compress(keys, map(is_not, new.values(), map(old.get, keys))))
+    if len(old) > sum(map(old.__contains__, keys)):  # some keys are gone
+        changed.extend(k for k in old if k not in new)
+    return changed
+
+
+class Scratch(dict[str, _V]):
+    """Entries written here, over ``below`` (never changed through this): a read of a key
+    not written falls through to ``below``, else to ``default`` (if given)."""
+
+    def __init__(self, below: Mapping[str, _V], default: _V = _ABSENT) -> None:
+        super().__init__()
+        self.below, self.default = below, default
+
+    def __missing__(self, key: str) -> _V:
+        value = self.below.get(key, self.default)
+        if value is _ABSENT:
+            raise KeyError(key)
+        return value
+
+    def get(self, key: str, default: Any = None) -> Any:
+        if dict.__contains__(self, key):
+            return dict.__getitem__(self, key)
+        return self.below.get(key, default)
