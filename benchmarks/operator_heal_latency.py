@@ -33,11 +33,10 @@ like the spares; the buffer refills from them at once when a spare is taken. Spo
    new one started on the same API server; the time from its start to its first complete
    pass (beside it the listing alone), and the writes and Events the restart caused in its
    first pass and until --settle seconds after it, counted at the emulator by User-Agent
-   (so any write path is seen). The operator's start lists nodes, pods and valet's
-   resources but not the node Leases (those come by its watch): a first pass that runs
-   before they arrive judges nodes by their Ready heartbeat, which these nodes post every
-   --probe-seconds and real kubelets only every 5 min when nothing changes. Measured: 300
-   of 1,000 nodes (the circuit breaker's 30 %) drained by a restart this way.
+   (so any write path is seen). Any write here is a restart that misjudged the fleet:
+   before the operator's start listed the node Leases too, its first pass judged nodes by
+   their Ready heartbeat (every 5 min from a real kubelet when nothing changes) and drained
+   300 of 1,000 live nodes (the circuit breaker's 30 %).
 
 Pass durations are split by phase, with the time in ``cache.view()``, ``decide()`` and
 ``applier.apply()`` of each pass; ``--profile FILE`` also runs cProfile around ``view`` and

@@ -40,7 +40,8 @@ _MAINTAINABLE = frozenset({NodeState.ACTIVE, NodeState.SPARE, NodeState.SUSPECT}
 def new_pass(view: ClusterView, now: float, config: PolicyConfig, memo: PassMemo) -> Pass:
     """Start a pass from ``memo`` brought up to date: a node whose agent is silent beyond
     staleness (or never spoke) is UNKNOWN; a pool node whose kubelet is silent beyond the
-    grace is dead (``memo.dead_since``)."""
+    grace is dead (``memo.dead_since``). The memo is the caller's, kept from its last pass
+    (or new: the plan is the same)."""
     death = memo.update(view, now, config)
     if memo.dead:
         view = dataclasses.replace(view, nodes={**view.nodes, **memo.dead})
@@ -67,8 +68,8 @@ def is_lemon(node: Node, pool: Pool, now: float) -> bool:
 
 
 def advance_nodes(ps: Pass) -> None:
-    """Move every pool node one step through its lifecycle: those not healthy and in
-    service (``Verdict.attention``), for the rest have no step to take."""
+    """Move each pool node with a step to take one step through its lifecycle: those not
+    healthy and in service, or planned for maintenance (``Verdict.attention``)."""
     for pool in ps.view.pools:
         book = ps.memo.pools[pool.name]
         to_drain: list[Node] = []

@@ -114,8 +114,15 @@ _Selector = tuple[str, tuple[tuple[str, str], ...], float]  # pool, labels, grac
 
 
 def _judge(
-    node: Node, lease: float | None, pools: Iterable[_Selector], c: _Clock, staleness: float
+    node: Node,
+    beat: float | None,
+    leased: bool,
+    pools: Iterable[_Selector],
+    c: _Clock,
+    staleness: float,
 ) -> Verdict:
+    """The verdict on one node: ``beat`` is its kubelet's heartbeat, ``leased`` whether
+    that is a Lease (judged against ``lease_now``)."""
     pool: str | None = None
     seen, dead, wake_key = node, False, None
     recheck = math.inf
@@ -123,8 +130,7 @@ def _judge(
     for pool_name, selector, grace in pools:  # the first pool selecting it
         if all(labels.get(k) == v for k, v in selector):
             pool = pool_name
-            beat = lease if lease is not None else node.ready_heartbeat
-            reference = c.lease_now if lease is not None else c.now
+            reference = c.lease_now if leased else c.now
             died_at = dead_since(node, beat, reference, c.now, grace)
             if died_at is not None:
                 seen, dead = as_dead(node, died_at), True
@@ -222,6 +228,9 @@ class PassMemo:
     def update(self, view: ClusterView, now: float, config: PolicyConfig) -> float | None:
         """Judge what changed since the last view; returns the earliest time a live pool
         node's kubelet would pass its grace, as the lagging view will see it."""
+        # Lease ages are judged against the freshest Lease seen, not the clock alone: when
+        # every Lease looks old, it is this view that is behind (a slow pass, a lagging
+        # watch) or the API server that is down, and no node is to be declared dead for it.
         freshest = max(view.leases.values(), default=now)
         lease_now = min(now, freshest)
         clock = _Clock(now, lease_now, now - config.staleness_seconds)
@@ -270,7 +279,8 @@ class PassMemo:
             if node is None:
                 regroup = True
                 continue
-            new = verdicts[name] = _judge(node, leases.get(name), selectors, clock, staleness)
+            beat, leased = view.kubelet_heartbeat(node), name in leases
+            new = verdicts[name] = _judge(node, beat, leased, selectors, clock, staleness)
             regroup |= old is None or old.pool != new.pool
             self._note(name, new)
         order = list(nodes)
