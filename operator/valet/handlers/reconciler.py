@@ -34,7 +34,7 @@ SPEC_VALID = "SpecValid"
 class LoopConfig:
     debounce_seconds: float = 0.05  # gather a burst of events into one pass
     resync_seconds: float = 15.0  # pass at least this often
-    relist_seconds: float = 300.0  # list everything again, for deletions a watch missed
+    relist_seconds: float = 300.0  # list jobs and pools again, for deletions Kopf missed
     first_relist_seconds: float = 5.0  # soon after start: Kopf's watch began after our list
     error_backoff_seconds: float = 1.0
     # An owner whose pods the API server refused is tried again after this long (or at once

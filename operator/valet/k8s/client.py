@@ -314,13 +314,16 @@ class Api:
         query: Mapping[str, str] | None = None,
         timeout_seconds: int = 300,
         resource_version: str = "",
+        listings: bool = False,
     ) -> AsyncIterator[dict[str, Any]]:
         """List then watch a collection: yields ``{"type", "object"}`` events until cancelled.
 
         Starts with the listing (as ADDED events), or from ``resource_version`` when the
         caller has listed already; resumes from the last resourceVersion when a stream
-        ends, and lists again after ``410 Gone``. Streams with aiohttp, so cancelling is
-        immediate. A stream takes no in-flight slot.
+        ends, and lists again after ``410 Gone``. With ``listings``, each listing comes as
+        one ``{"type": "LISTING", "object": <the list>}`` event instead, so that the caller
+        can forget what it lacks: a deletion while the watch was gone is never an event.
+        Streams with aiohttp, so cancelling is immediate. A stream takes no in-flight slot.
         """
         version = resource_version
         url = self._url(path)
@@ -328,7 +331,9 @@ class Api:
         while True:
             if not version:
                 listing = await self.call("GET", path, query=query)
-                for item in listing.get("items") or ():
+                if listings:
+                    yield {"type": "LISTING", "object": listing}
+                for item in () if listings else listing.get("items") or ():
                     yield {"type": "ADDED", "object": item}
                 version = str((listing.get("metadata") or {}).get("resourceVersion") or "")
             params = {
