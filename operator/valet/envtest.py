@@ -30,7 +30,7 @@ import ssl
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -275,10 +275,14 @@ def start(
     controllers: bool = True,
     scheduler: bool = True,
     timeout: float = 60.0,
+    extra_args: Mapping[str, Sequence[str]] | None = None,
 ) -> ControlPlane:
     """Start etcd and kube-apiserver (and the controller-manager and scheduler when present
-    and asked for); return when ``/readyz`` answers ok. Raises ``ControlPlaneError``."""
+    and asked for); return when ``/readyz`` answers ok. Raises ``ControlPlaneError``.
+    ``extra_args`` adds flags by component name (e.g. an audit log for "kube-apiserver"),
+    after the ones here: a flag given again overrides."""
     assets = assets or assets_dir()
+    extra = {name: list(args) for name, args in (extra_args or {}).items()}
     if assets is None:
         raise ControlPlaneError(f"no envtest assets: {HOW_TO_GET_ASSETS}")
     workdir = Path(tempfile.mkdtemp(prefix="valet-envtest-"))
@@ -311,10 +315,13 @@ def start(
         },
     )
     admin = plane.admin_kubeconfig
+
+    def spawn(name: str, args: list[str]) -> subprocess.Popen[bytes]:
+        return _spawn(workdir, assets / name, [*args, *extra.get(name, ())])
+
     try:
-        plane._processes["etcd"] = _spawn(
-            workdir,
-            assets / "etcd",
+        plane._processes["etcd"] = spawn(
+            "etcd",
             [
                 f"--data-dir={workdir / 'etcd'}",
                 "--name=default",
@@ -326,9 +333,8 @@ def start(
                 "--unsafe-no-fsync=true",
             ],
         )
-        plane._processes["kube-apiserver"] = _spawn(
-            workdir,
-            assets / "kube-apiserver",
+        plane._processes["kube-apiserver"] = spawn(
+            "kube-apiserver",
             [
                 f"--etcd-servers=http://127.0.0.1:{etcd_port}",
                 "--bind-address=127.0.0.1",
@@ -349,9 +355,8 @@ def start(
         _await_ready(plane, timeout)
         if controllers and (assets / "kube-controller-manager").exists():
             components.append("kube-controller-manager")
-            plane._processes["kube-controller-manager"] = _spawn(
-                workdir,
-                assets / "kube-controller-manager",
+            plane._processes["kube-controller-manager"] = spawn(
+                "kube-controller-manager",
                 [
                     f"--kubeconfig={admin}",
                     "--leader-elect=false",
@@ -369,9 +374,8 @@ def start(
             )
         if scheduler and (assets / "kube-scheduler").exists():
             components.append("kube-scheduler")
-            plane._processes["kube-scheduler"] = _spawn(
-                workdir,
-                assets / "kube-scheduler",
+            plane._processes["kube-scheduler"] = spawn(
+                "kube-scheduler",
                 [
                     f"--kubeconfig={admin}",
                     "--leader-elect=false",
