@@ -132,10 +132,7 @@ class Operator:
         }
         changed = False
         for kind in kinds:
-            listing = await self.api.call("GET", sources[kind])
-            version = (listing.get("metadata") or {}).get("resourceVersion")
-            self._listed[kind] = str(version or "")
-            changed = self.cache.replace(kind, listing.get("items") or [], version) or changed
+            changed = self._replace(kind, await self.api.call("GET", sources[kind])) or changed
         if Kind.NODE in kinds:
             # The kubelets' heartbeats too: without them a first pass would judge every node
             # by its Ready heartbeat, which a kubelet refreshes only every few minutes, and
@@ -158,20 +155,23 @@ class Operator:
                     feed(event)
             except errors.ApiError as err:
                 log.warning("watch failed; retrying", path=path, error=str(err))
-                since = ""  # list again: what changed meanwhile comes as ADDED
+                since = ""  # list again: the listing comes as one LISTING event
                 await asyncio.sleep(self.options.loop.error_backoff_seconds)
 
     def _feed(self, kind: Kind) -> Callable[[dict[str, Any]], None]:
         def feed(event: dict[str, Any]) -> None:
-            if event["type"] == "LISTING":
-                listing = event["object"]
-                items, version = listing.get("items") or [], listing.get("metadata") or {}
-                if self.cache.replace(kind, items, version.get("resourceVersion")):
-                    self.reconciler.poke()
-            else:
+            if event["type"] != "LISTING":
                 self.on_event(kind, event)
+            elif self._replace(kind, event["object"]):
+                self.reconciler.poke()
 
         return feed
+
+    def _replace(self, kind: Kind, listing: dict[str, Any]) -> bool:
+        """A full listing of ``kind`` into the cache; True when the view changed."""
+        version = (listing.get("metadata") or {}).get("resourceVersion")
+        self._listed[kind] = str(version or "")
+        return self.cache.replace(kind, listing.get("items") or [], version)
 
     async def _relist(self) -> None:
         """List TrainingJobs and SpotPools soon after start, then now and then: Kopf's

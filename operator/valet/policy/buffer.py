@@ -18,7 +18,8 @@ def buffer_target(ps: Pass, pool: Pool) -> int:
     """
     if pool.name not in ps.targets:
         retired = ps.state_counts(pool.name)[NodeState.RETIRED]
-        ps.targets[pool.name] = pool.spec.buffer.target(len(ps.pool_nodes[pool.name]) - retired)
+        nodes = len(ps.memo.pools[pool.name].members)
+        ps.targets[pool.name] = pool.spec.buffer.target(nodes - retired)
     return ps.targets[pool.name]
 
 
@@ -75,7 +76,8 @@ def hot_target(ps: Pass, pool: Pool) -> int:
     buf = pool.spec.buffer
     if buf.hot_auto:
         since = ps.now - FAILURE_WINDOW_SECONDS
-        failures = sum(1 for n in ps.pool_nodes[pool.name] for t in n.faults if t >= since)
+        book = ps.memo.pools[pool.name]
+        failures = sum(1 for n in book.faulted for t in book.members[n].faults if t >= since)
         return auto_hot(failures / FAILURE_WINDOW_SECONDS, pool.spec.notice_seconds)
     return buf.hot or 0
 

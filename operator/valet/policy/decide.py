@@ -72,13 +72,14 @@ def _bulk_to_pools(ps: Pass) -> list[EmitEvent]:
     bulk = {k for k, n in sizes.items() if n > BULK_EVENTS}
     if not bulk:
         return ps.events
-    pool_of = {n.name: pool for pool, nodes in ps.pool_nodes.items() for n in nodes}
+    verdicts = ps.memo.verdicts
     kept: list[EmitEvent] = []
     names: dict[tuple[str, Reason, EventType, str], list[str]] = {}
     for e in ps.events:
         k = key(e)
-        if k in bulk and e.name in pool_of:
-            names.setdefault((pool_of[e.name], *k), []).append(e.name)
+        v = verdicts.get(e.name)
+        if k in bulk and v is not None and v.pool is not None:
+            names.setdefault((v.pool, *k), []).append(e.name)
         else:
             kept.append(e)
     for (pool, reason, type_, message), nodes in names.items():

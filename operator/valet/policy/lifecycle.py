@@ -51,7 +51,6 @@ def new_pass(view: ClusterView, now: float, config: PolicyConfig, memo: PassMemo
         config=config,
         states=Scratch(memo.states),
         health=memo.health,
-        pool_nodes={name: list(book.members.values()) for name, book in memo.pools.items()},
         memo=memo,
         in_service=set(memo.in_service),
         out_of_service=set(memo.out_of_service),

@@ -20,7 +20,6 @@ class Pass:
     config: PolicyConfig
     states: dict[str, NodeState | None]  # state of each node after this pass's transitions
     health: Mapping[str, Health]  # effective health (staleness applied)
-    pool_nodes: dict[str, list[Node]]  # pool name -> its nodes
     memo: PassMemo  # the verdicts this pass started from, and their counts per pool
     node_actions: list[Action] = dataclasses.field(default_factory=list)
     pod_actions: list[Action] = dataclasses.field(default_factory=list)
@@ -126,7 +125,7 @@ class Pass:
         return (names - moved) | {n for n in moved if states[n] is state}
 
     def nodes_in(self, pool: str, state: NodeState | None) -> list[Node]:
-        """The pool's nodes in ``state`` as of now, in the order of ``pool_nodes``."""
+        """The pool's nodes in ``state`` as of now, in the view's order."""
         members = self.memo.pools[pool].members
         return [members[n] for n in self.memo.in_order(self.names_in(pool, state))]
 
