@@ -49,7 +49,8 @@ def test_a_failure_takes_the_hot_spare_at_once_and_the_next_one_starts_its_notic
     plan = decide(_cluster({"cold": 4, "hot": 0}, hot=1), NOW)
     (replacement,) = [a for a in plan.of(CreatePod) if a.kind is PodKind.WORKER]
     assert replacement.nominated_node == "hot"
-    assert BindPod("ns", replacement.name, "hot") in plan.of(BindPod)  # no notice to wait
+    bind = BindPod("ns", replacement.name, "hot", healed_at=NOW)
+    assert bind in plan.of(BindPod)  # no notice to wait
     assert {a.node: a.state for a in plan.of(SetNodeState)}["hot"] is NodeState.ACTIVE
     # In the same pass the packed spare starts clearing, to be the next hot one.
     assert _hot_evictions(plan) == {f"cold-s{i}" for i in range(4)}

@@ -197,6 +197,26 @@ def test_nominated_replacement_binds_once_its_gpus_are_free() -> None:
     assert job_status(plan).last_heal.seconds == 40
 
 
+def test_a_swap_bound_but_never_written_to_the_status_is_counted_once() -> None:
+    # The operator bound the replacement (the Binding stamped healed-at on it) and stopped
+    # before it wrote the job's status, which still says Running with no swap.
+    replacement = worker(
+        "j-1-1", "s", rank=1, replaces_node="bad", fault_at=NOW - 40, healed_at=NOW - 38
+    )
+    nodes = [node("ok"), node("s"), node("bad", NodeState.HEALING)]
+    before = TrainingJobStatus(phase=JobPhase.RUNNING, replicas=2, ready_replicas=2)
+    stale = view(nodes, [worker("j-0-0", "ok"), replacement], [job(status=before)], [pool(0, [])])
+    plan = decide(stale, NOW)
+    status = job_status(plan)
+    assert status.swaps == 1
+    heal = status.last_heal
+    assert (heal.failed_node, heal.spare, heal.seconds) == ("bad", "s", 2)
+    assert Reason.WORKER_SWAPPED in {e.reason for e in plan.of(EmitEvent)}
+    # Once the status says so, the swap is not counted again.
+    recorded = dataclasses.replace(stale, jobs=(job(status=status),))
+    assert decide(recorded, NOW + 1).of(PatchJobStatus) == []
+
+
 # --- elastic -------------------------------------------------------------------------------
 
 

@@ -449,6 +449,11 @@ class Store:
                 409, "Conflict", f"pod {name} is being deleted, cannot be assigned to a host"
             )
         pod["spec"]["nodeName"] = target
+        # As kube-apiserver does: the Binding's annotations land on the pod.
+        stamped = (body.get("metadata") or {}).get("annotations") or {}
+        if stamped:
+            pod["metadata"]["annotations"] = {**(pod["metadata"].get("annotations") or {})}
+            pod["metadata"]["annotations"].update(stamped)
         self._write(res, ns, name, pod, None, None)
         return {"apiVersion": "v1", "kind": "Status", "status": "Success", "code": 201}
 

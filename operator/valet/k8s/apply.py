@@ -60,7 +60,7 @@ from valet.model.plan import (
     SetOutOfService,
     SetSpareTaint,
 )
-from valet.model.timefmt import to_rfc3339
+from valet.model.timefmt import from_rfc3339, to_rfc3339
 
 log = structlog.get_logger("valet.apply")
 COMPONENT = "valet-operator"
@@ -140,7 +140,7 @@ class Applier:
             if pair is not None:  # one write: the pod created on its node
                 create, bind = pair
                 try:
-                    await self._create_pod(create, node=bind.node)
+                    await self._create_pod(create, bind)
                     result.applied += 2
                 except errors.ApiError as err:
                     result.failed.append((create, err))
@@ -224,8 +224,8 @@ class Applier:
                 await self._delete_pod(ns, name, force)
             case CreatePod():
                 await self._create_pod(action)
-            case BindPod(namespace=ns, name=name, node=node):
-                await self._bind(ns, name, node)
+            case BindPod(namespace=ns, name=name, node=node, healed_at=healed_at):
+                await self._bind(ns, name, node, healed_at)
             case PatchJobStatus(namespace=ns, name=name, status=status):
                 await self._patch_status(
                     Kind.JOB, valet_path("trainingjobs", ns, name, "status"), status.to_dict()
@@ -294,9 +294,9 @@ class Applier:
             self.cache.observe(Kind.POD, raw)
         self.cache.patch_pod(f"{namespace}/{name}", deleting=True)
 
-    async def _create_pod(self, a: CreatePod, node: str | None = None) -> None:
-        """Create the pod; with ``node``, already bound there (``spec.nodeName``), as a
-        Binding would, in one write instead of two."""
+    async def _create_pod(self, a: CreatePod, bind: BindPod | None = None) -> None:
+        """Create the pod; with ``bind``, already bound (``spec.nodeName`` and what the
+        Binding would stamp on it), in one write instead of two."""
         if a.kind is PodKind.WORKER:
             job = self.cache.jobs.get(a.owner)
             if job is None:
@@ -307,15 +307,17 @@ class Applier:
             if pool is None:
                 return
             manifest = codec.spot_manifest(pool, a, self.pod_defaults)
-        if node is not None:
-            manifest["spec"]["nodeName"] = node
+        if bind is not None:
+            manifest["spec"]["nodeName"] = bind.node
+            if bind.healed_at is not None:
+                manifest["metadata"]["annotations"][codec.HEALED_AT] = to_rfc3339(bind.healed_at)
         owner = _owner(a)
         try:
             raw = await self.api.call("POST", core_path("pods", a.namespace), manifest)
         except errors.AlreadyExistsError:
             # An earlier pass (or a retried request) created it, perhaps not yet bound.
-            if node is not None:
-                await self._bind(a.namespace, a.name, node)
+            if bind is not None:
+                await self._bind(a.namespace, a.name, bind.node, bind.healed_at)
             return
         except (errors.ForbiddenError, errors.InvalidError) as err:
             self.rejected[owner] = Rejection(
@@ -337,11 +339,16 @@ class Applier:
             and self.clock() - rejection.at < self.retry_rejected_seconds
         )
 
-    async def _bind(self, namespace: str, name: str, node: str) -> None:
+    async def _bind(self, namespace: str, name: str, node: str, healed_at: float | None) -> None:
+        metadata: dict[str, Any] = {"name": name, "namespace": namespace}
+        stamp = to_rfc3339(healed_at) if healed_at is not None else None
+        if stamp is not None:
+            # The API server copies a Binding's annotations onto the pod, in the same write.
+            metadata["annotations"] = {codec.HEALED_AT: stamp}
         body = {
             "apiVersion": "v1",
             "kind": "Binding",
-            "metadata": {"name": name, "namespace": namespace},
+            "metadata": metadata,
             "target": {"apiVersion": "v1", "kind": "Node", "name": node},
         }
         path = core_path("pods", namespace, name, "binding")
@@ -355,7 +362,7 @@ class Applier:
             pod = self.cache.pods.get(key)
             if pod is not None and pod.node is not None:
                 return
-        self.cache.patch_pod(key, node=node)
+        self.cache.patch_pod(key, node=node, healed_at=from_rfc3339(stamp) if stamp else None)
 
     async def _patch_status(self, kind: Kind, path: str, status: dict[str, Any]) -> None:
         try:

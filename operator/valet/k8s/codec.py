@@ -50,6 +50,7 @@ SHARD_LABEL = f"{GROUP}/shard"
 NOMINATED = f"{GROUP}/nominated-node"
 REPLACES = f"{GROUP}/replaces-node"
 FAULT_AT = f"{GROUP}/fault-at"
+HEALED_AT = f"{GROUP}/healed-at"
 SCHEDULER_NAME = "valet"
 RENDEZVOUS_PORT = 29400
 FAULT_HISTORY_LIMIT = 20
@@ -215,7 +216,7 @@ def pod_from(raw: Raw) -> Pod | None:
     else:
         owner = ""
     phase_text = status.get("phase") or "Pending"
-    fault_at = annotations.get(FAULT_AT)
+    fault_at, healed_at = annotations.get(FAULT_AT), annotations.get(HEALED_AT)
     return Pod(
         namespace=namespace,
         name=str(md.get("name")),
@@ -231,6 +232,7 @@ def pod_from(raw: Raw) -> Pod | None:
         nominated_node=annotations.get(NOMINATED),
         replaces_node=annotations.get(REPLACES),
         fault_at=from_rfc3339(fault_at) if fault_at else None,
+        healed_at=from_rfc3339(healed_at) if healed_at else None,
         created_at=from_rfc3339(md.get("creationTimestamp"), 0.0),
         started_at=from_rfc3339(status.get("startTime"), 0.0) or None,
     )

@@ -102,9 +102,13 @@ class CreatePod:
 
 @dataclasses.dataclass(frozen=True)
 class BindPod:
+    """Bind a pod to a node. A worker that heals a job carries ``healed_at`` (the bind's
+    time) onto the pod, so a swap whose status write was lost is still counted."""
+
     namespace: str
     name: str
     node: str
+    healed_at: float | None = None
 
 
 @dataclasses.dataclass(frozen=True)

@@ -88,6 +88,7 @@ class Pod:
     nominated_node: str | None = None
     replaces_node: str | None = None
     fault_at: float | None = None
+    healed_at: float | None = None  # a replacement's bind, stamped on it by the Binding
     created_at: float = 0.0
     started_at: float | None = None
     # Derived once (policy asks these of every pod on every pass):

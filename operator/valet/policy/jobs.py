@@ -71,6 +71,7 @@ def _reconcile(ps: Pass, cap: Capacity, job: Job) -> None:
         return
 
     heal = _Heal(old.restarts, old.backoff_until, old.swaps, old.last_heal)
+    _count_unrecorded_swaps(ps, job, workers, heal)
     keep = _sort_out_workers(ps, job, workers, heal)
     if heal.restarts > spec.healing.max_restarts:
         for w in keep:
@@ -138,8 +139,43 @@ def _steady_on(job: Job, workers: tuple[Pod, ...]) -> frozenset[str] | None:
     for w in workers:
         if w.phase is not PodPhase.RUNNING or not w.live or w.node is None:
             return None
+        if _unrecorded(w, status.last_heal):
+            return None
         nodes.add(w.node)
     return frozenset(nodes)
+
+
+# A stamp read back from the wire (milliseconds) may differ from the status's copy of the
+# same time by this much; two binds a pass apart are always further apart.
+_STAMP_SLACK_SECONDS = 0.001
+
+
+def _unrecorded(w: Pod, last: LastHeal | None) -> bool:
+    """A worker bound as a heal that the job's status does not count yet."""
+    if w.healed_at is None or w.node is None:
+        return False
+    return last is None or w.healed_at > last.bound_at + _STAMP_SLACK_SECONDS
+
+
+def _count_unrecorded_swaps(ps: Pass, job: Job, workers: tuple[Pod, ...], heal: _Heal) -> None:
+    """Count the swaps bound but never written to the status: the operator stopped between
+    the bind and the status write. The bind stamped ``healed_at`` on the pod, so the count
+    is recovered from the cluster, once (``lastHeal`` then records the latest of them)."""
+    recorded = heal.last_heal
+    for w in sorted(workers, key=lambda w: w.healed_at or 0.0):
+        if w.healed_at is None or w.node is None or not _unrecorded(w, recorded):
+            continue
+        heal.swaps += 1
+        fault_at = w.fault_at if w.fault_at is not None else w.healed_at
+        heal.last_heal = LastHeal(w.replaces_node or "", w.node, fault_at, w.healed_at)
+        ps.event(
+            "TrainingJob",
+            job.namespace,
+            job.name,
+            Reason.WORKER_SWAPPED,
+            f"{w.name} replaced a worker of {w.replaces_node} on {w.node} after "
+            f"{heal.last_heal.seconds:.1f}s (counted after an operator restart)",
+        )
 
 
 def _sort_out_workers(ps: Pass, job: Job, workers: tuple[Pod, ...], heal: _Heal) -> list[Pod]:
@@ -217,9 +253,11 @@ def _bind(
     fault_at: float | None,
     heal: _Heal,
 ) -> None:
-    ps.pod_actions.append(BindPod(namespace, name, node))
     heal.binds += 1
-    if replaces is not None and _planned(ps, replaces):
+    planned = replaces is not None and _planned(ps, replaces)
+    healed = replaces is not None and not planned
+    ps.pod_actions.append(BindPod(namespace, name, node, healed_at=ps.now if healed else None))
+    if planned:
         # A planned swap off a node in maintenance: not a heal, so neither ``swaps`` nor
         # ``lastHeal`` (nor the heal metrics they feed) count it; its Event says so.
         heal.planned_swaps += 1

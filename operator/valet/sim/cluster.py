@@ -253,8 +253,8 @@ class SimCluster:
                 self._terminate(f"{ns}/{name}", now, self.delete_grace_seconds)
             case CreatePod():
                 self._create(action, now)
-            case BindPod(namespace=ns, name=name, node=node):
-                self._bind(f"{ns}/{name}", node, now)
+            case BindPod(namespace=ns, name=name, node=node, healed_at=healed_at):
+                self._bind(f"{ns}/{name}", node, now, healed_at)
             case PatchJobStatus(namespace=ns, name=name, status=status):
                 self._patch_job(f"{ns}/{name}", status)
             case PatchPoolStatus(name=name, status=pool_status):
@@ -281,7 +281,7 @@ class SimCluster:
         self.pods[key] = PodRec(pod)
         self._put_pod(key, pod)
 
-    def _bind(self, key: str, node: str, now: float) -> None:
+    def _bind(self, key: str, node: str, now: float, healed_at: float | None = None) -> None:
         rec = self.pods.get(key)
         if rec is None or rec.pod.node is not None:
             return
@@ -290,9 +290,9 @@ class SimCluster:
         on_node.add(key)
         if used + rec.pod.gpus > self.nodes[node].gpus:
             # kubelet admission: OutOfnvidia.com/gpu
-            self._set_pod(key, node=node, phase=PodPhase.FAILED)
+            self._set_pod(key, node=node, phase=PodPhase.FAILED, healed_at=healed_at)
             return
-        self._set_pod(key, node=node)
+        self._set_pod(key, node=node, healed_at=healed_at)
         rec.running_at = now + self.startup_seconds
         self._timer(rec.running_at, "running", key)
         if rec.pod.kind is PodKind.SPOT:
