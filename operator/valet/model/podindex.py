@@ -16,6 +16,7 @@ import dataclasses
 import itertools
 from collections.abc import Iterable, Mapping
 
+from valet.model.changes import Producer
 from valet.model.enums import PodKind
 from valet.model.view import NodeUsage, Pod, ViewIndex, node_usage
 
@@ -51,6 +52,7 @@ class PodIndex:
         self._by_job: dict[str, tuple[Pod, ...]] = {}
         self._by_pool: dict[str, tuple[Pod, ...]] = {}
         self._usage: dict[str, NodeUsage] = {}
+        self._usage_maps = Producer()  # snapshots of the usage, each saying what changed
         self._all: tuple[Pod, ...] | None = None
         self._keys: frozenset[str] = frozenset()
         for pod in pods:
@@ -117,6 +119,7 @@ class PodIndex:
             self._keys = frozenset(self._pods)
         targets = {"node": self._by_node, "job": self._by_job, "pool": self._by_pool}
         order = self._order
+        touched = [name for kind, name in self._dirty if kind == "node"]
         for group in self._dirty:
             kind, name = group
             members = self._groups.get(group)
@@ -143,7 +146,7 @@ class PodIndex:
             pods_by_node=dict(self._by_node),
             workers_by_job=dict(self._by_job),
             spot_by_pool=dict(self._by_pool),
-            usage=dict(self._usage),
+            usage=self._usage_maps.hand_out(self._usage, touched, reordered=True),
             keys=self._keys,
         )
         return self._all, index

@@ -31,12 +31,13 @@ def rebalance(ps: Pass, cap: Capacity) -> None:
     """Release spares beyond target; promote idle healthy active nodes up to target."""
     for pool in ps.view.pools:
         target = buffer_target(ps, pool)
-        spares = spares_of(ps, pool)
-        # The most packed go first: spot work stays where it runs, and an empty spare (a hot
-        # one, or one that just came back healed) stays in the buffer.
-        by_packing = sorted(spares, key=lambda n: (cap.free[n.name], n.name))
-        for node in by_packing[: max(0, len(spares) - target)]:
-            ps.set_state(node.name, NodeState.ACTIVE, Reason.NODE_RELEASED, "buffer above target")
+        spares = ps.names_in(pool.name, NodeState.SPARE)
+        if len(spares) > target:
+            # The most packed go first: spot work stays where it runs, and an empty spare (a
+            # hot one, or one that just came back healed) stays in the buffer.
+            by_packing = sorted(spares, key=lambda n: (cap.free[n], n))
+            for name in by_packing[: len(spares) - target]:
+                ps.set_state(name, NodeState.ACTIVE, Reason.NODE_RELEASED, "buffer above target")
         missing = target - len(spares)
         if missing <= 0:
             continue

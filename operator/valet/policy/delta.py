@@ -2,8 +2,9 @@
 
 ``changed_keys``: which entries of a mapping are no longer the very objects they were
 (the cache and the simulator keep an unchanged object identical from one view to the
-next); the comparison runs in C. ``Scratch``: a pass's own entries over a mapping it
-must not change, so that the pass costs what it writes, not a copy of the fleet.
+next); the comparison runs in C, or is not needed when the mapping says what changed
+(``model.changes``). ``Scratch``: a pass's own entries over a mapping it must not change,
+so that the pass costs what it writes, not a copy of the fleet.
 """
 
 from __future__ import annotations
@@ -13,13 +14,19 @@ from itertools import compress
 from operator import is_not
 from typing import Any, TypeVar
 
+from valet.model.changes import follows
+
 _V = TypeVar("_V")
 _ABSENT: Any = object()
 
 
 def changed_keys(new: Mapping[str, object], old: Mapping[str, object]) -> list[str]:
-    """Keys whose value in ``new`` is not the object ``old`` holds: changed, added, removed.
-    (Values are never None.)"""
+    """Keys whose value in ``new`` is not the object ``old`` holds: changed, added, removed
+    (perhaps a few more, when ``new`` says what changed: see ``model.changes``). Values are
+    never None."""
+    successor = follows(new, old)
+    if successor is not None:
+        return list(successor.touched)
     keys = list(new)
     if keys == list(old):  # the same keys in the same order: no lookups
         return list(compress(keys, map(is_not, new.values(), old.values())))

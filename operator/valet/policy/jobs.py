@@ -162,8 +162,9 @@ def _count_unrecorded_swaps(ps: Pass, job: Job, workers: tuple[Pod, ...], heal: 
     the bind and the status write. The bind stamped ``healed_at`` on the pod, so the count
     is recovered from the cluster, once (``lastHeal`` then records the latest of them)."""
     recorded = heal.last_heal
-    for w in sorted(workers, key=lambda w: w.healed_at or 0.0):
-        if w.healed_at is None or w.node is None or not _unrecorded(w, recorded):
+    unrecorded = [w for w in workers if _unrecorded(w, recorded)]
+    for w in sorted(unrecorded, key=lambda w: w.healed_at or 0.0):
+        if w.healed_at is None or w.node is None:
             continue
         heal.swaps += 1
         fault_at = w.fault_at if w.fault_at is not None else w.healed_at

@@ -52,8 +52,8 @@ def new_pass(view: ClusterView, now: float, config: PolicyConfig, memo: PassMemo
         states=Scratch(memo.states),
         health=memo.health,
         memo=memo,
-        in_service=set(memo.in_service),
-        out_of_service=set(memo.out_of_service),
+        in_service=memo.in_service,  # copied on write (Pass._classify)
+        out_of_service=memo.out_of_service,
         dead=set(memo.dead),
     )
     if death is not None:

@@ -23,6 +23,7 @@ import math
 from collections import Counter
 from collections.abc import Iterable, Mapping
 
+from valet.model.changes import follows
 from valet.model.enums import Health, NodeState
 from valet.model.view import ClusterView, Job, Node, NodeHealth, Pod
 from valet.policy.capacity import GpuBook
@@ -260,7 +261,7 @@ class PassMemo:
         dirty = changed_keys(nodes, self._nodes) if nodes is not self._nodes else []
         if leases is not self._leases:
             dirty += [name for name in changed_keys(leases, self._leases) if name in nodes]
-        self._nodes, self._leases = nodes, leases
+        previous, self._nodes, self._leases = self._nodes, nodes, leases
         horizon = now + _EARLY
         rechecks = self._rechecks
         while rechecks and rechecks[0][0] <= horizon:
@@ -283,9 +284,12 @@ class PassMemo:
             new = verdicts[name] = _judge(node, beat, leased, selectors, clock, staleness)
             regroup |= old is None or old.pool != new.pool
             self._note(name, new)
-        order = list(nodes)
-        if regroup or order != self.order:  # joined, left, changed pool or moved
-            self._regroup(order)
+        successor = follows(nodes, previous)
+        unmoved = nodes is previous or (successor is not None and not successor.reordered)
+        if regroup or not unmoved:
+            order = list(nodes)
+            if regroup or order != self.order:  # joined, left, changed pool or moved
+                self._regroup(order)
         self.gpus.update(view, dirty)
         if len(self.jobs) > len(view.jobs):  # forget jobs that are gone
             current = {job.key for job in view.jobs}

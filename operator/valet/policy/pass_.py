@@ -100,7 +100,11 @@ class Pass:
         self.node_event(node, reason, message, warning=warn)
 
     def _classify(self, name: str) -> None:
-        """Keep in_service / out_of_service in step with a node's state."""
+        """Keep in_service / out_of_service in step with a node's state (copied from the
+        memo's on the pass's first change: most passes change a few nodes of thousands)."""
+        if self.in_service is self.memo.in_service:
+            self.in_service = set(self.in_service)
+            self.out_of_service = set(self.out_of_service)
         state = self.states[name]
         if (
             state in IN_SERVICE

@@ -21,6 +21,7 @@ import operator
 from collections.abc import Callable, Mapping
 from typing import TypeVar
 
+from valet.model.changes import Producer
 from valet.model.enums import (
     Health,
     NodeState,
@@ -130,6 +131,7 @@ class SimCluster:
         self.spot_runtime = spot_runtime
         # The last view's parts; None (or a name in _stale) where something changed since.
         self._nodes_view: dict[str, Node] | None = None
+        self._node_maps = Producer()  # the views' nodes, each saying what changed
         self._stale: set[str] = set()
         # The current Pod of each PodRec, indexed by node, job and pool one change at a time.
         self._index = PodIndex()
@@ -168,7 +170,8 @@ class SimCluster:
     def view(self) -> ClusterView:
         nodes = self._nodes_view
         if nodes is None:
-            nodes = {name: rec.freeze() for name, rec in self.nodes.items()}
+            every = {name: rec.freeze() for name, rec in self.nodes.items()}
+            nodes = self._node_maps.hand_out(every, every, reordered=True)
         elif self._stale:
             changed = {}
             for name in self._stale:
@@ -176,7 +179,7 @@ class SimCluster:
                 if frozen != nodes[name]:  # touched, yet as it was: keep the old one
                     changed[name] = frozen
             if changed:  # copy on write: the views already handed out stay as they were
-                nodes = {**nodes, **changed}
+                nodes = self._node_maps.hand_out({**nodes, **changed}, changed, reordered=False)
         self._stale.clear()
         if self._pods_index is None:
             self._pods_index = self._index.snapshot()
