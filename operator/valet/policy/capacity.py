@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence, Set
+from operator import itemgetter
 
 from valet.model.enums import NodeState
 from valet.model.view import ClusterView, Node, NodeUsage, Pod
@@ -98,11 +99,11 @@ class Capacity:
         if book is None:
             book = GpuBook()
             book.update(view, view.nodes)
-        self.free: dict[str, int] = Scratch(book.free)
-        self.bound: dict[str, int] = Scratch(book.bound, 0)
-        self.releasing: dict[str, int] = Scratch(book.releasing, 0)
+        self.free: Scratch[int] = Scratch(book.free)
+        self.bound: Scratch[int] = Scratch(book.bound, 0)
+        self.releasing: Scratch[int] = Scratch(book.releasing, 0)
         # Tuples, replaced rather than changed: they are shared with the view's index.
-        self.spot: dict[str, tuple[Pod, ...]] = Scratch(book.spot)
+        self.spot: Scratch[tuple[Pod, ...]] = Scratch(book.spot)
         # Read only, as the pass began: see GpuBook.
         self.workers_on: Set[str] = book.workers_on  # a worker bound or nominated there
         self.room: Set[str] = book.room
@@ -115,14 +116,6 @@ class Capacity:
             i = on_node.index(pod)
             self.spot[node] = on_node[:i] + on_node[i + 1 :]
             self.releasing[node] += pod.gpus
-
-    def _could_take(self, node: str, gpus: int) -> bool:
-        free = self.free[node]
-        if free >= gpus:
-            return True
-        spot = self.spot.get(node)
-        evictable = sum(p.gpus for p in spot) if spot else 0
-        return free + self.releasing.get(node, 0) + evictable >= gpus
 
     def place(
         self,
@@ -138,49 +131,48 @@ class Capacity:
         evicted, same topology domain, least free left (best fit), name.
         """
         topo_key, topo_value = domain
-        # Cheap first cut: most nodes of a busy fleet have nothing to offer.
-        nodes = [n for n in nodes if self._could_take(n.name, gpus)]
-        free = {n.name: self.free[n.name] for n in nodes}
-        spot = {n.name: list(self.spot.get(n.name, ())) for n in nodes}
-        releasing = {n.name: self.releasing.get(n.name, 0) for n in nodes}
-
-        def score(node: Node) -> tuple[int, int, int, int, int, str] | None:
-            avail = free[node.name] + releasing[node.name]
-            if avail + sum(p.gpus for p in spot[node.name]) < gpus:
-                return None
-            evict = max(0, gpus - avail)
-            return (
-                0 if free[node.name] >= gpus else 1,
-                1 if states.get(node.name) is NodeState.SPARE else 0,
-                evict,
+        # Reads only, until the placements are chosen.
+        free_of, spot_of = self.free.reader(), self.spot.reader()
+        releasing_of = self.releasing.reader()
+        scored: list[tuple[tuple[int, int, int, int, int, str], Node]] = []
+        for node in nodes:
+            name = node.name
+            free, releasing, spot = free_of(name, 0), releasing_of(name, 0), spot_of(name, ())
+            avail = free + releasing
+            if avail < gpus and avail + sum(p.gpus for p in spot) < gpus:
+                continue  # most nodes of a busy fleet have nothing to offer
+            score = (
+                0 if free >= gpus else 1,
+                1 if states.get(name) is NodeState.SPARE else 0,
+                max(0, gpus - avail),  # GPUs of spot pods to evict
                 0 if topo_value is None or node.labels.get(topo_key) == topo_value else 1,
-                free[node.name],
-                node.name,
+                free,
+                name,
             )
-
-        scored = [(s, n) for n in nodes if (s := score(n)) is not None]
-        scored.sort(key=lambda item: item[0])
+            scored.append((score, node))
+        scored.sort(key=itemgetter(0))
         result: list[Placement] = []
         for _, node in scored:
             name = node.name
+            free, releasing = free_of(name, 0), releasing_of(name, 0)
+            spot = list(spot_of(name, ()))
             while len(result) < count:
-                avail = free[name] + releasing[name]
-                need = gpus - avail
-                victims = choose_victims(spot[name], need) if need > 0 else ()
+                need = gpus - free - releasing
+                victims = choose_victims(spot, need) if need > 0 else ()
                 if need > 0 and not victims:
                     break
                 for v in victims:
-                    spot[name].remove(v)
-                    releasing[name] += v.gpus
+                    spot.remove(v)
+                    releasing += v.gpus
                 result.append(
                     Placement(
                         node=name,
                         victims=victims,
-                        bind_now=free[name] >= gpus,
+                        bind_now=free >= gpus,
                         claims_spare=states.get(name) is NodeState.SPARE,
                     )
                 )
-                free[name] -= gpus  # below zero: waiting for releasing GPUs
+                free -= gpus  # below zero: waiting for releasing GPUs
             if len(result) >= count:
                 break
         return result

@@ -312,11 +312,11 @@ def candidate_nodes(ps: Pass, cap: Capacity, job: Job, allow_spares: bool) -> li
     service, spares only if allowed, with some room (in no particular order)."""
     pool = job.spec.pool
     wanted = (NodeState.ACTIVE, NodeState.SPARE) if allow_spares else (NodeState.ACTIVE,)
-    states, verdicts, nodes = ps.states, ps.memo.verdicts, ps.view.nodes
+    state_of, verdicts, nodes = ps.states.reader(), ps.memo.verdicts, ps.view.nodes
     return [
         nodes[name]
         for name in cap.room & ps.in_service
-        if states[name] in wanted
+        if state_of(name, None) in wanted
         and (home := verdicts[name].pool) is not None
         and (pool is None or home == pool)
     ]

@@ -10,6 +10,7 @@ from valet.model.enums import EventType, Health, NodeState, Reason
 from valet.model.plan import Action, DeletePod, EmitEvent, EvictPod, SetNodeState
 from valet.model.view import ClusterView, Node, Pod
 from valet.policy.config import PolicyConfig
+from valet.policy.delta import Scratch
 from valet.policy.memo import IN_SERVICE, OUT_OF_SERVICE, PassMemo
 
 
@@ -18,7 +19,7 @@ class Pass:
     view: ClusterView
     now: float
     config: PolicyConfig
-    states: dict[str, NodeState | None]  # state of each node after this pass's transitions
+    states: Scratch[NodeState | None]  # state of each node after this pass's transitions
     health: Mapping[str, Health]  # effective health (staleness applied)
     memo: PassMemo  # the verdicts this pass started from, and their counts per pool
     node_actions: list[Action] = dataclasses.field(default_factory=list)
