@@ -36,11 +36,17 @@ class Producer:
         self._serial = 0
 
     def hand_out(
-        self, contents: Mapping[str, _V], touched: Iterable[str], reordered: bool
+        self,
+        contents: Mapping[str, _V],
+        touched: Iterable[str],
+        reordered: bool,
+        overlay: Mapping[str, _V] | None = None,
     ) -> Successor[_V]:
-        """A copy of ``contents``, which differ from the last mapping handed out at most at
-        ``touched`` (and in order only if ``reordered``)."""
+        """A copy of ``contents`` (with ``overlay`` laid over it), which differs from the last
+        mapping handed out at most at ``touched`` (and in order only if ``reordered``)."""
         out: Successor[_V] = Successor(contents)
+        if overlay:
+            out.update(overlay)
         self._serial += 1
         out.origin, out.serial = self._origin, self._serial
         out.touched, out.reordered = tuple(touched), reordered

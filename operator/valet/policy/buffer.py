@@ -41,7 +41,12 @@ def rebalance(ps: Pass, cap: Capacity) -> None:
         missing = target - len(spares)
         if missing <= 0:
             continue
-        idle = (ps.names_in(pool.name, NodeState.ACTIVE) - cap.workers_on) & ps.in_service
+        verdicts, state_of = ps.memo.verdicts, ps.states.reader()
+        idle = [
+            name
+            for name in cap.no_workers & ps.in_service
+            if verdicts[name].pool == pool.name and state_of(name, None) is NodeState.ACTIVE
+        ]
         for name in sorted(idle)[:missing]:
             ps.set_state(
                 name, NodeState.SPARE, Reason.NODE_SPARE, f"held in the buffer of {pool.name}"

@@ -52,7 +52,8 @@ class GpuBook:
         self.bound: dict[str, int] = {}
         self.releasing: dict[str, int] = {}
         self.spot: dict[str, tuple[Pod, ...]] = {}
-        self.workers_on: set[str] = set()
+        # Nodes where no worker is bound or nominated: the few a busy fleet has idle.
+        self.no_workers: set[str] = set()
         # Nodes with any GPUs free, releasing or held by spot pods: the only ones that can
         # take a pod. A pass only takes GPUs, so it stays a superset all pass long.
         self.room: set[str] = set()
@@ -70,18 +71,18 @@ class GpuBook:
     def _count(self, name: str, node: Node | None, use: NodeUsage | None) -> None:
         for table in (self.free, self.bound, self.releasing, self.spot):
             table.pop(name, None)
-        self.workers_on.discard(name)
+        self.no_workers.discard(name)
         self.room.discard(name)
         if node is None:
             return
+        if use is None or not use.workers:
+            self.no_workers.add(name)
         if use is None:
             self.free[name] = node.gpus
             if node.gpus > 0:
                 self.room.add(name)
             return
         free = self.free[name] = node.gpus - use.used
-        if use.workers:
-            self.workers_on.add(name)
         if use.bound:
             self.bound[name] = use.bound
         if use.releasing:
@@ -105,7 +106,7 @@ class Capacity:
         # Tuples, replaced rather than changed: they are shared with the view's index.
         self.spot: Scratch[tuple[Pod, ...]] = Scratch(book.spot)
         # Read only, as the pass began: see GpuBook.
-        self.workers_on: Set[str] = book.workers_on  # a worker bound or nominated there
+        self.no_workers: Set[str] = book.no_workers
         self.room: Set[str] = book.room
 
     def remove_spot(self, pod: Pod) -> None:

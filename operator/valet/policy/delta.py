@@ -3,13 +3,13 @@
 ``changed_keys``: which entries of a mapping are no longer the very objects they were
 (the cache and the simulator keep an unchanged object identical from one view to the
 next); the comparison runs in C, or is not needed when the mapping says what changed
-(``model.changes``). ``Scratch``: a pass's own entries over a mapping it must not change,
-so that the pass costs what it writes, not a copy of the fleet.
+(``model.changes``). ``Scratch`` (and ``ScratchSet``): a pass's own entries over a mapping
+(a set) it must not change, so that the pass costs what it writes, not a copy of the fleet.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Set
 from itertools import compress
 from operator import is_not
 from typing import Any, TypeVar
@@ -59,3 +59,39 @@ class Scratch(dict[str, _V]):
         """``get`` for many reads in a row, while nothing is written: ``below``'s own (in C)
         when the pass has written nothing here yet."""
         return self.get if dict.__len__(self) else self.below.get
+
+
+class ScratchSet:
+    """A set as ``below`` (never changed through this) plus what a pass adds and removes:
+    membership, ``add``, ``discard`` and intersection with a real set (``room & this``),
+    each costing what the pass changed, not a copy of the fleet."""
+
+    def __init__(self, below: Set[str]) -> None:
+        self.below = below
+        self.added: set[str] = set()
+        self.removed: set[str] = set()
+
+    def __contains__(self, item: object) -> bool:
+        if item in self.added:
+            return True
+        return item in self.below and item not in self.removed
+
+    def add(self, item: str) -> None:
+        self.removed.discard(item)
+        if item not in self.below:
+            self.added.add(item)
+
+    def discard(self, item: str) -> None:
+        self.added.discard(item)
+        if item in self.below:
+            self.removed.add(item)
+
+    def __rand__(self, other: Set[str]) -> Set[str]:
+        both = other & self.below  # in C, over the smaller of the two
+        if self.removed:
+            both = both - self.removed
+        if self.added:
+            both = both | (other & self.added)
+        return both
+
+    __and__ = __rand__

@@ -28,7 +28,7 @@ from valet.model.plan import (
 )
 from valet.model.view import ClusterView, Node, Pool
 from valet.policy.config import PolicyConfig
-from valet.policy.delta import Scratch
+from valet.policy.delta import Scratch, ScratchSet
 from valet.policy.memo import CORDONED_STATES, FENCE_KEPT_STATES, PassMemo
 from valet.policy.pass_ import Pass
 
@@ -52,8 +52,8 @@ def new_pass(view: ClusterView, now: float, config: PolicyConfig, memo: PassMemo
         states=Scratch(memo.states),
         health=memo.health,
         memo=memo,
-        in_service=memo.in_service,  # copied on write (Pass._classify)
-        out_of_service=memo.out_of_service,
+        in_service=ScratchSet(memo.in_service),
+        out_of_service=memo.out_of_service,  # copied on write (Pass._classify)
         dead=set(memo.dead),
     )
     if death is not None:

@@ -10,7 +10,7 @@ from valet.model.enums import EventType, Health, NodeState, Reason
 from valet.model.plan import Action, DeletePod, EmitEvent, EvictPod, SetNodeState
 from valet.model.view import ClusterView, Node, Pod
 from valet.policy.config import PolicyConfig
-from valet.policy.delta import Scratch
+from valet.policy.delta import Scratch, ScratchSet
 from valet.policy.memo import IN_SERVICE, OUT_OF_SERVICE, PassMemo
 
 
@@ -33,7 +33,7 @@ class Pass:
     wake_at: float | None = None
     _created: set[str] = dataclasses.field(default_factory=set)  # pod keys created now
     # Nodes that take new pods (active or spare, healthy, ready) and nodes that must be left.
-    in_service: set[str] = dataclasses.field(default_factory=set)
+    in_service: ScratchSet = dataclasses.field(default_factory=lambda: ScratchSet(set()))
     out_of_service: set[str] = dataclasses.field(default_factory=set)
     targets: dict[str, int] = dataclasses.field(default_factory=dict)  # buffer target by pool
     # Pool nodes whose kubelet is gone: their pods are force-deleted, since none will end.
@@ -101,10 +101,9 @@ class Pass:
         self.node_event(node, reason, message, warning=warn)
 
     def _classify(self, name: str) -> None:
-        """Keep in_service / out_of_service in step with a node's state (copied from the
-        memo's on the pass's first change: most passes change a few nodes of thousands)."""
-        if self.in_service is self.memo.in_service:
-            self.in_service = set(self.in_service)
+        """Keep in_service / out_of_service in step with a node's state (the latter, a few
+        nodes, copied from the memo's on the pass's first change)."""
+        if self.out_of_service is self.memo.out_of_service:
             self.out_of_service = set(self.out_of_service)
         state = self.states[name]
         if (

@@ -179,7 +179,7 @@ class SimCluster:
                 if frozen != nodes[name]:  # touched, yet as it was: keep the old one
                     changed[name] = frozen
             if changed:  # copy on write: the views already handed out stay as they were
-                nodes = self._node_maps.hand_out({**nodes, **changed}, changed, reordered=False)
+                nodes = self._node_maps.hand_out(nodes, changed, reordered=False, overlay=changed)
         self._stale.clear()
         if self._pods_index is None:
             self._pods_index = self._index.snapshot()
