@@ -6,7 +6,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from valet.model.changes import Producer
+from valet.model.changes import REMOVED, Producer
 from valet.policy.delta import Scratch, ScratchSet, changed_keys
 
 NAMES = st.sampled_from([f"n{i}" for i in range(12)])
@@ -61,3 +61,19 @@ def test_a_successor_names_every_key_a_full_comparison_finds(states) -> None:
         assert set(changed_keys(new, handed)) >= set(changed_keys(dict(new), dict(handed)))
         assert set(changed_keys(new, handed)) == set(touched)
         last, handed = now, new
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.dictionaries(NAMES, st.none() | st.integers()), max_size=6))
+def test_each_chunked_version_is_its_changes_over_the_last_and_leaves_the_last_alone(steps):
+    producer, last, plain = Producer(), None, {}
+    versions: list[tuple[object, dict]] = []
+    for step in steps:
+        # None stands for a key removed.
+        changes = {k: REMOVED if v is None else v for k, v in step.items()}
+        last = producer.evolve(last, changes)
+        plain = {k: v for k, v in {**plain, **step}.items() if v is not None}
+        versions.append((last, dict(plain)))
+    for version, expected in versions:
+        assert dict(version.items()) == expected and len(version) == len(expected)
+        assert all((name in version) == (name in expected) for name in (f"n{i}" for i in range(12)))

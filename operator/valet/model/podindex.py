@@ -3,7 +3,9 @@
 A pass asks every pod by node (GPU accounting, drains), by job (gangs) and by pool (spot
 work). Computing those from the whole pod list costs a pass time in proportion to the
 fleet; ``PodIndex`` is fed each change instead (by the operator's cache and the
-simulator) and ``snapshot()`` rebuilds only the entries that changed since the last one.
+simulator) and ``snapshot()`` rebuilds only the entries that changed since the last one
+(the fleet-sized mappings are ``model.changes.Chunked``: a snapshot copies only chunks
+with a change).
 
 Every tuple in a snapshot keeps the order of ``pods`` (the order pods were first
 added), exactly as the same index computed from scratch (``ClusterView`` without an
@@ -16,7 +18,7 @@ import dataclasses
 import itertools
 from collections.abc import Iterable, Mapping
 
-from valet.model.changes import Producer
+from valet.model.changes import REMOVED, Chunked, Producer
 from valet.model.enums import PodKind
 from valet.model.view import NodeUsage, Pod, ViewIndex, node_usage
 
@@ -48,13 +50,16 @@ class PodIndex:
         self._groups: dict[tuple[str, str], dict[str, Pod]] = {}
         self._dirty: set[tuple[str, str]] = set()
         self._unsorted: set[tuple[str, str]] = set()  # dirty groups out of pod order
-        self._by_node: dict[str, tuple[Pod, ...]] = {}
+        # As handed out in the last snapshot: by node, usage and pods by key are as large as
+        # the fleet, so each snapshot shares what did not change with the one before.
+        self._node_maps, self._usage_maps, self._key_maps = Producer(), Producer(), Producer()
+        self._by_node: Chunked[tuple[Pod, ...]] | None = None
+        self._usage: Chunked[NodeUsage] | None = None
+        self._by_key: Chunked[Pod] | None = None
+        self._changed: set[str] = set()  # pod keys put or removed since the last snapshot
         self._by_job: dict[str, tuple[Pod, ...]] = {}
         self._by_pool: dict[str, tuple[Pod, ...]] = {}
-        self._usage: dict[str, NodeUsage] = {}
-        self._usage_maps = Producer()  # snapshots of the usage, each saying what changed
         self._all: tuple[Pod, ...] | None = None
-        self._keys: frozenset[str] = frozenset()
         for pod in pods:
             self.put(pod)
 
@@ -66,6 +71,7 @@ class PodIndex:
         old = self._pods.get(pod.key)
         self._pods[pod.key] = pod
         self._all = None
+        self._changed.add(pod.key)
         if old is None:
             self._order[pod.key] = next(self._counter)
             self._join(pod)
@@ -85,6 +91,7 @@ class PodIndex:
             self._leave(old)
             del self._order[key]
             self._all = None
+            self._changed.add(key)
         return old
 
     @staticmethod
@@ -116,38 +123,41 @@ class PodIndex:
         """Every pod in order, and the groups as of now (later changes do not show)."""
         if self._all is None:
             self._all = tuple(self._pods.values())
-            self._keys = frozenset(self._pods)
-        targets = {"node": self._by_node, "job": self._by_job, "pool": self._by_pool}
         order = self._order
-        touched = [name for kind, name in self._dirty if kind == "node"]
+        by_node: dict[str, tuple[Pod, ...]] = {}
+        usage: dict[str, NodeUsage] = {}
         for group in self._dirty:
             kind, name = group
             members = self._groups.get(group)
-            target = targets[kind]
-            if not members:
-                target.pop(name, None)
-                if kind == "node":
-                    self._usage.pop(name, None)
-                continue
-            if group in self._unsorted:
+            if members and group in self._unsorted:
                 ordered = sorted(members.values(), key=lambda p: order[p.key])
                 members = self._groups[group] = {p.key: p for p in ordered}
-            pods = tuple(members.values())
-            target[name] = pods
+            pods = tuple(members.values()) if members else ()
             if kind == "node":
-                usage = node_usage(pods)
-                if usage is None:
-                    self._usage.pop(name, None)
-                else:
-                    self._usage[name] = usage
+                by_node[name] = pods or REMOVED
+                found = node_usage(pods)
+                usage[name] = found if found is not None else REMOVED
+            elif kind == "job":
+                self._by_job = _with(self._by_job, name, pods)
+            else:
+                self._by_pool = _with(self._by_pool, name, pods)
         self._dirty.clear()
         self._unsorted.clear()
+        if by_node or self._by_node is None:
+            self._by_node = self._node_maps.evolve(self._by_node, by_node)
+        if usage or self._usage is None:
+            self._usage = self._usage_maps.evolve(self._usage, usage)
+        if self._changed or self._by_key is None:
+            pods_now = self._pods
+            changes = {k: pods_now.get(k, REMOVED) for k in self._changed}
+            self._by_key = self._key_maps.evolve(self._by_key, changes)
+            self._changed.clear()
         index = ViewIndex(
-            pods_by_node=dict(self._by_node),
-            workers_by_job=dict(self._by_job),
-            spot_by_pool=dict(self._by_pool),
-            usage=self._usage_maps.hand_out(self._usage, touched, reordered=True),
-            keys=self._keys,
+            pods_by_node=self._by_node,
+            workers_by_job=self._by_job,
+            spot_by_pool=self._by_pool,
+            usage=self._usage,
+            keys=self._by_key,
         )
         return self._all, index
 
@@ -155,3 +165,15 @@ class PodIndex:
         pod = self._pods.get(key)
         if pod is not None:
             self.put(dataclasses.replace(pod, **changes))  # type: ignore[arg-type]
+
+
+def _with(
+    groups: dict[str, tuple[Pod, ...]], name: str, pods: tuple[Pod, ...]
+) -> dict[str, tuple[Pod, ...]]:
+    """A copy of ``groups`` (by job or by pool: a few dozen) with ``name`` set or removed."""
+    out = dict(groups)
+    if pods:
+        out[name] = pods
+    else:
+        out.pop(name, None)
+    return out

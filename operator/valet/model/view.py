@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Set
+from collections.abc import Container, Iterable, Mapping
 
 from valet.model.enums import (
     FaultAction,
@@ -173,7 +173,7 @@ class ViewIndex:
     workers_by_job: Mapping[str, tuple[Pod, ...]]
     spot_by_pool: Mapping[str, tuple[Pod, ...]]
     usage: Mapping[str, NodeUsage]
-    keys: Set[str]  # of every pod
+    keys: Container[str]  # of every pod (only asked whether it holds one)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -231,7 +231,7 @@ class ClusterView:
         return {k: tuple(v) for k, v in index.items()}
 
     @functools.cached_property
-    def pod_keys(self) -> Set[str]:
+    def pod_keys(self) -> Container[str]:
         """``namespace/name`` of every pod."""
         if self.index is not None:
             return self.index.keys
