@@ -93,6 +93,16 @@ def test_never_places_a_worker_on_a_node_out_of_service(bad) -> None:
     assert [a.node for a in plan.of(BindPod)] == ["a"]
 
 
+def test_spot_pods_on_a_node_already_suspect_are_moved_off_with_notice() -> None:
+    # Suspect since the last pass (not just now): its spot pods still leave.
+    suspect = node("x", NodeState.SUSPECT, health=Health.SUSPECT, signals=("xid:48",), since=NOW)
+    pods = [spot("x-s0", "x", shard=0), spot("a-s1", "a", shard=1)]
+    plan = decide(view([suspect, node("a")], pods, pools=[pool(0, [workload(shards=4)])]), NOW)
+    assert "x" not in states(plan)  # no transition in this pass
+    (moved,) = plan.of(EvictPod)
+    assert (moved.name, moved.reason) == ("x-s0", Reason.NODE_DRAINING)
+
+
 def test_prefers_fewer_fuller_nodes_and_never_overcommits() -> None:
     other = worker("other", "a", job="ns/other", gpus=6)
     plan = decide(

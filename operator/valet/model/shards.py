@@ -33,6 +33,9 @@ class ShardSet:
     def __contains__(self, index: object) -> bool:
         if not isinstance(index, int):
             return False
+        ends = self._ends
+        if not ends or index > ends[-1]:
+            return False  # the common case: a shard started after the last one done
         pos = bisect.bisect_right(self._starts, index) - 1
         return pos >= 0 and index <= self._ends[pos]
 

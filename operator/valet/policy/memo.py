@@ -218,6 +218,7 @@ class PassMemo:
         self.health: dict[str, Health] = {}
         self.in_service: set[str] = set()
         self.out_of_service: set[str] = set()
+        self.suspect: set[str] = set()  # nodes in state suspect
         self.dead: dict[str, Node] = {}
         self._rechecks: list[tuple[float, str]] = []  # (recheck_at, node): a heap
         self._wakes: list[tuple[float, str]] = []  # (wake_key, node): a heap
@@ -303,6 +304,8 @@ class PassMemo:
             self.in_service.add(name)
         if v.out_of_service:
             self.out_of_service.add(name)
+        if v.seen.state is NodeState.SUSPECT:
+            self.suspect.add(name)
         if v.dead:
             self.dead[name] = v.seen
         if v.pool is not None:
@@ -316,6 +319,7 @@ class PassMemo:
         del self.states[name], self.health[name]
         self.in_service.discard(name)
         self.out_of_service.discard(name)
+        self.suspect.discard(name)
         self.dead.pop(name, None)
         if v.pool is not None:
             self.pools[v.pool].remove(name, v)

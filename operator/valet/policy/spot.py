@@ -58,6 +58,7 @@ class PoolLedger:
 def settle_spot(ps: Pass, cap: Capacity) -> dict[str, PoolLedger]:
     """Record finished shards, clear finished pods, move spot pods off bad nodes."""
     ledgers: dict[str, PoolLedger] = {}
+    leaving, nodes = _leaving(ps), ps.view.nodes
     for pool in ps.view.pools:
         ledger = PoolLedger(
             done={w.name: pool.status.done_shards(w.name) for w in pool.spec.workloads},
@@ -65,19 +66,50 @@ def settle_spot(ps: Pass, cap: Capacity) -> dict[str, PoolLedger]:
         )
         ledgers[pool.name] = ledger
         workloads = {w.name: w for w in pool.spec.workloads}
+        done, finished, running = ledger.done, ledger.finished, ledger.running
         for pod in ps.view.spot_by_pool.get(pool.name, ()):
+            workload, shard, node = pod.workload, pod.shard, pod.node
             if pod.live:
-                ledger.live_pods[pod.workload] += 1
-                ledger.live_gpus[pod.workload] += pod.gpus
-            if pod.shard is not None and not pod.phase.terminal:
-                ledger.running.setdefault(pod.workload, set()).add(pod.shard)
-            _settle(ps, cap, pool, ledger, workloads.get(pod.workload or ""), pod)
+                ledger.live_pods[workload] += 1
+                ledger.live_gpus[workload] += pod.gpus
+            ended = pod.phase in _ENDED
+            if shard is not None and not ended:
+                running.setdefault(workload, set()).add(shard)
+            wl = workloads.get(workload or "")
+            quiet = (  # bound where it may stay, as its workload wants: what most pods are
+                not ended
+                and not pod.deleting
+                and node is not None
+                and node not in leaving
+                and node in nodes
+                and wl is not None
+                and wl.namespace == pod.namespace
+                and (
+                    shard is None or (shard not in done[wl.name] and shard not in finished[wl.name])
+                )
+            )
+            if not quiet:
+                _settle(ps, cap, pool, ledger, wl, pod)
     for owner, pods in ps.view.spot_by_pool.items():
         if owner not in ledgers:  # the pool is gone
             for pod in pods:
                 if not pod.deleting:
                     ps.delete_pod(pod, Reason.WORKER_REMOVED)
     return ledgers
+
+
+_ENDED = frozenset({PodPhase.SUCCEEDED, PodPhase.FAILED})
+
+
+def _leaving(ps: Pass) -> set[str]:
+    """Nodes spot pods leave: out of service, or suspect (as of now in this pass)."""
+    suspect = set(ps.memo.suspect)
+    for name in ps.changed:
+        if ps.states[name] is NodeState.SUSPECT:
+            suspect.add(name)
+        else:
+            suspect.discard(name)
+    return suspect | ps.out_of_service
 
 
 def _settle(
