@@ -44,7 +44,7 @@ def rebalance(ps: Pass, cap: Capacity) -> None:
         verdicts, state_of = ps.memo.verdicts, ps.states.reader()
         idle = [
             name
-            for name in cap.no_workers & ps.in_service
+            for name in (cap.no_workers & ps.in_service) - spares
             if verdicts[name].pool == pool.name and state_of(name, None) is NodeState.ACTIVE
         ]
         for name in sorted(idle)[:missing]:

@@ -54,6 +54,7 @@ class GpuBook:
         self.spot: dict[str, tuple[Pod, ...]] = {}
         # Nodes where no worker is bound or nominated: the few a busy fleet has idle.
         self.no_workers: set[str] = set()
+        self.some_free: set[str] = set()  # nodes with any GPUs free: few in a packed fleet
         # Nodes with any GPUs free, releasing or held by spot pods: the only ones that can
         # take a pod. A pass only takes GPUs, so it stays a superset all pass long.
         self.room: set[str] = set()
@@ -72,6 +73,7 @@ class GpuBook:
         for table in (self.free, self.bound, self.releasing, self.spot):
             table.pop(name, None)
         self.no_workers.discard(name)
+        self.some_free.discard(name)
         self.room.discard(name)
         if node is None:
             return
@@ -81,8 +83,11 @@ class GpuBook:
             self.free[name] = node.gpus
             if node.gpus > 0:
                 self.room.add(name)
+                self.some_free.add(name)
             return
         free = self.free[name] = node.gpus - use.used
+        if free > 0:
+            self.some_free.add(name)
         if use.bound:
             self.bound[name] = use.bound
         if use.releasing:
@@ -107,7 +112,12 @@ class Capacity:
         self.spot: Scratch[tuple[Pod, ...]] = Scratch(book.spot)
         # Read only, as the pass began: see GpuBook.
         self.no_workers: Set[str] = book.no_workers
+        self.some_free: Set[str] = book.some_free  # see free_now
         self.room: Set[str] = book.room
+
+    def free_now(self) -> set[str]:
+        """Nodes with GPUs free as of now: free as the pass began, or changed by it."""
+        return {name for name in self.some_free | dict.keys(self.free) if self.free[name] > 0}
 
     def remove_spot(self, pod: Pod) -> None:
         """A spot pod is being evicted this pass: its GPUs are on their way out."""

@@ -173,8 +173,8 @@ def pack_spot(ps: Pass, cap: Capacity, ledgers: dict[str, PoolLedger]) -> None:
         members = ps.memo.pools[pool.name].members
         nodes = [
             members[name]
-            for name in cap.room & ps.in_service
-            if name in members and cap.free[name] > 0 and name not in hot
+            for name in (cap.free_now() & cap.room) & ps.in_service
+            if name in members and name not in hot
         ]
         if not nodes:
             continue
