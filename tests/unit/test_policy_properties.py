@@ -16,7 +16,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from valet.model.enums import Health, JobPhase, NodeState, PodKind, PodPhase, Reason, Remediation
-from valet.model.plan import BindPod, CreatePod, DeletePod, EvictPod, Plan, SetNodeState
+from valet.model.plan import (
+    BindPod,
+    CreatePod,
+    DeletePod,
+    EvictPod,
+    PatchPoolStatus,
+    Plan,
+    SetNodeState,
+)
 from valet.model.podindex import PodIndex
 from valet.model.specs import SpotPoolSpec, TrainingJobSpec
 from valet.model.view import ClusterView
@@ -164,6 +172,15 @@ class Invariants:
         for action in plan.of(CreatePod):
             if action.shard is not None and done is not None:
                 assert action.shard not in done, f"re-ran finished shard {action.shard}"
+        # Running, as reported: the shards pods hold (leaving ones too) or are created for,
+        # that are not done.
+        for patch in plan.of(PatchPoolStatus):
+            for status in patch.status.shards:
+                held = {
+                    p.shard for p in view.pods if p.kind is PodKind.SPOT and not p.phase.terminal
+                }
+                held |= {a.shard for a in plan.of(CreatePod)}
+                assert status.running == len(held - {None} - set(status.done)), status
 
     def after_apply(self) -> None:
         cluster = self.cluster

@@ -111,7 +111,7 @@ def _report_pool(ps: Pass, pool: Pool, ledger: spot.PoolLedger) -> None:
         if wl.shards is None:
             continue
         done = ledger.done[wl.name].union(ledger.finished[wl.name])
-        running = {i for i in ledger.running.get(wl.name, ()) if i not in done}
+        running = ledger.running_undone(wl.name)
         running |= {a.shard for a in created if a.workload == wl.name and a.shard is not None}
         shard_status.append(ShardStatus(wl.name, wl.shards, done, len(running)))
 

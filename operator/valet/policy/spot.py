@@ -36,6 +36,12 @@ class PoolLedger:
     live_pods: Counter[str | None] = dataclasses.field(default_factory=Counter)
     live_gpus: Counter[str | None] = dataclasses.field(default_factory=Counter)
     running: dict[str | None, set[int]] = dataclasses.field(default_factory=dict)
+    # Of those, by workload of the spec: the shards not done as the pass began.
+    undone: dict[str, set[int]] = dataclasses.field(default_factory=dict)
+
+    def running_undone(self, workload: str) -> set[int]:
+        """Shards running and neither done nor finished (in this pass)."""
+        return self.undone.get(workload, set()) - self.finished[workload]
 
     def live(self, ps: Pass, pool: str, workload: str | None = None) -> tuple[int, int]:
         """Live spot pods of the pool (of one workload, else all) not evicted in this pass,
@@ -73,9 +79,12 @@ def settle_spot(ps: Pass, cap: Capacity) -> dict[str, PoolLedger]:
                 ledger.live_pods[workload] += 1
                 ledger.live_gpus[workload] += pod.gpus
             ended = pod.phase in _ENDED
+            wl = workloads.get(workload or "")
+            was_done = shard is not None and wl is not None and shard in done[wl.name]
             if shard is not None and not ended:
                 running.setdefault(workload, set()).add(shard)
-            wl = workloads.get(workload or "")
+                if wl is not None and not was_done:
+                    ledger.undone.setdefault(wl.name, set()).add(shard)
             quiet = (  # bound where it may stay, as its workload wants: what most pods are
                 not ended
                 and not pod.deleting
@@ -84,9 +93,8 @@ def settle_spot(ps: Pass, cap: Capacity) -> dict[str, PoolLedger]:
                 and node in nodes
                 and wl is not None
                 and wl.namespace == pod.namespace
-                and (
-                    shard is None or (shard not in done[wl.name] and shard not in finished[wl.name])
-                )
+                and not was_done
+                and (shard is None or shard not in finished[wl.name])
             )
             if not quiet:
                 _settle(ps, cap, pool, ledger, wl, pod)
