@@ -87,11 +87,9 @@ class ScratchSet:
             self.removed.add(item)
 
     def __rand__(self, other: Set[str]) -> Set[str]:
-        both = other & self.below  # in C, over the smaller of the two
-        if self.removed:
-            both = both - self.removed
-        if self.added:
-            both = both | (other & self.added)
+        both = set(other) & self.below if not isinstance(other, set) else other & self.below
+        both -= self.removed  # in place: ``both`` is new
+        both |= other & self.added
         return both
 
     __and__ = __rand__
