@@ -328,6 +328,9 @@ def _place_gang(
     spec = job.spec
     allow_spares = job.status.started and spec.healing.use_buffer
     nodes = candidate_nodes(ps, cap, job, allow_spares)
+    most = sum(n.gpus // spec.gpus_per_replica for n in nodes)  # gpusPerReplica >= 1
+    if len(keep) + min(most, need) < spec.min_replicas:
+        return []  # not enough of the gang fits, however it is placed (a waiting job's pass)
     domain = topology_domain(ps.view, keep, spec.topology_key)
     placements = cap.place(nodes, ps.states, need, spec.gpus_per_replica, domain)
     if len(keep) + len(placements) < spec.min_replicas:
