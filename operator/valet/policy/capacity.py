@@ -142,13 +142,22 @@ class Capacity:
         evicted, same topology domain, least free left (best fit), name.
         """
         topo_key, topo_value = domain
-        # Reads only, until the placements are chosen.
-        free_of, spot_of = self.free.reader(), self.spot.reader()
-        releasing_of = self.releasing.reader()
+        # Reads only, until the placements are chosen: of the few nodes this pass wrote
+        # about, through the scratch; of the rest, from below it (in C).
+        written = self.free.written() | self.releasing.written() | self.spot.written()
+        free_of, releasing_of, spot_of = (
+            self.free.below.get,
+            self.releasing.below.get,
+            self.spot.below.get,
+        )
         scored: list[tuple[tuple[int, int, int, int, int, str], Node]] = []
         for node in nodes:
             name = node.name
-            free, releasing, spot = free_of(name, 0), releasing_of(name, 0), spot_of(name, ())
+            if name in written:
+                free, releasing = self.free.get(name, 0), self.releasing.get(name, 0)
+                spot = self.spot.get(name, ())
+            else:
+                free, releasing, spot = free_of(name, 0), releasing_of(name, 0), spot_of(name, ())
             avail = free + releasing
             if avail < gpus and avail + sum(p.gpus for p in spot) < gpus:
                 continue  # most nodes of a busy fleet have nothing to offer
@@ -165,8 +174,8 @@ class Capacity:
         result: list[Placement] = []
         for _, node in scored:
             name = node.name
-            free, releasing = free_of(name, 0), releasing_of(name, 0)
-            spot = list(spot_of(name, ()))
+            free, releasing = self.free.get(name, 0), self.releasing.get(name, 0)
+            spot = list(self.spot.get(name, ()))
             while len(result) < count:
                 need = gpus - free - releasing
                 victims = choose_victims(spot, need) if need > 0 else ()

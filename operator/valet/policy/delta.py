@@ -55,6 +55,10 @@ class Scratch(dict[str, _V]):
             return dict.__getitem__(self, key)
         return self.below.get(key, default)
 
+    def written(self) -> Set[str]:
+        """The keys this scratch holds entries of its own for."""
+        return dict.keys(self)
+
     def reader(self) -> Callable[[str, Any], Any]:
         """``get`` for many reads in a row, while nothing is written: ``below``'s own (in C)
         when the pass has written nothing here yet."""

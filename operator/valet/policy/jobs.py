@@ -312,11 +312,12 @@ def candidate_nodes(ps: Pass, cap: Capacity, job: Job, allow_spares: bool) -> li
     service, spares only if allowed, with some room (in no particular order)."""
     pool = job.spec.pool
     wanted = (NodeState.ACTIVE, NodeState.SPARE) if allow_spares else (NodeState.ACTIVE,)
-    state_of, verdicts, nodes = ps.states.reader(), ps.memo.verdicts, ps.view.nodes
+    states, verdicts, nodes = ps.states, ps.memo.verdicts, ps.view.nodes
+    written, before = states.written(), states.below.get  # read in C but for a few
     return [
         nodes[name]
         for name in cap.room & ps.in_service
-        if state_of(name, None) in wanted
+        if (states[name] if name in written else before(name)) in wanted
         and (home := verdicts[name].pool) is not None
         and (pool is None or home == pool)
     ]
