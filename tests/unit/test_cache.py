@@ -79,3 +79,16 @@ def test_a_deletion_at_the_version_a_write_returned_is_not_an_echo() -> None:
     cache.observe(Kind.POD, pod("p", 7, "n1", deletionTimestamp="2026-01-01T00:00:00Z"))
     assert cache.observe(Kind.POD, pod("p", 7, "n1"), deleted=True) is True
     assert "ns/p" not in cache.pods
+
+
+def test_a_name_reused_after_a_deletion_without_a_version_is_seen() -> None:
+    """A delete answered 404 tells the cache the pod is gone but at no version. A late event
+    of the old pod stays out; a new pod of the same name (a replacement worker reuses its
+    rank's first free name) comes in, with every event after it."""
+    cache = Cache()
+    cache.observe(Kind.POD, pod("w-1-0", 5, "dead-host"))
+    cache.observe(Kind.POD, {"metadata": {"namespace": "ns", "name": "w-1-0"}}, deleted=True)
+    assert cache.observe(Kind.POD, pod("w-1-0", 5, "dead-host")) is False
+    assert cache.observe(Kind.POD, pod("w-1-0", 40, None)) is True
+    cache.observe(Kind.POD, pod("w-1-0", 41, "spare"))
+    assert cache.pods["ns/w-1-0"].node == "spare"

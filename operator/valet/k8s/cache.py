@@ -133,8 +133,12 @@ class Cache:
 
     def _forget(self, kind: Kind, key: str, rv: int | None) -> bool:
         ident = (kind, key)
-        self._versions.pop(ident, None)
-        self._tombstones[ident] = rv if rv is not None else 1 << 62
+        known = self._versions.pop(ident, None)
+        # Without a version (a delete answered 404), the last one seen: later events of the
+        # same object stay out, and a new object of the same name (newer) comes in.
+        dead = rv if rv is not None else known
+        if dead is not None:
+            self._tombstones[ident] = dead
         while len(self._tombstones) > TOMBSTONES:
             self._tombstones.popitem(last=False)
         self.raw[kind].pop(key, None)
