@@ -41,11 +41,11 @@ def rebalance(ps: Pass, cap: Capacity) -> None:
         missing = target - len(spares)
         if missing <= 0:
             continue
-        verdicts, state_of = ps.memo.verdicts, ps.states.reader()
+        verdicts, states = ps.memo.verdicts, ps.states
         idle = [
             name
             for name in (cap.no_workers & ps.in_service) - spares
-            if verdicts[name].pool == pool.name and state_of(name, None) is NodeState.ACTIVE
+            if verdicts[name].pool == pool.name and states.get(name) is NodeState.ACTIVE
         ]
         for name in sorted(idle)[:missing]:
             ps.set_state(

@@ -9,7 +9,7 @@ next); the comparison runs in C, or is not needed when the mapping says what cha
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Set
+from collections.abc import Mapping, Set
 from itertools import compress
 from operator import is_not
 from typing import Any, TypeVar
@@ -59,18 +59,13 @@ class Scratch(dict[str, _V]):
         """The keys this scratch holds entries of its own for."""
         return dict.keys(self)
 
-    def reader(self) -> Callable[[str, Any], Any]:
-        """``get`` for many reads in a row, while nothing is written: ``below``'s own (in C)
-        when the pass has written nothing here yet."""
-        return self.get if dict.__len__(self) else self.below.get
-
 
 class ScratchSet:
     """A set as ``below`` (never changed through this) plus what a pass adds and removes:
     membership, ``add``, ``discard`` and intersection with a real set (``room & this``),
     each costing what the pass changed, not a copy of the fleet."""
 
-    def __init__(self, below: Set[str]) -> None:
+    def __init__(self, below: set[str]) -> None:
         self.below = below
         self.added: set[str] = set()
         self.removed: set[str] = set()
@@ -90,9 +85,9 @@ class ScratchSet:
         if item in self.below:
             self.removed.add(item)
 
-    def __rand__(self, other: Set[str]) -> Set[str]:
-        both = set(other) & self.below if not isinstance(other, set) else other & self.below
-        both -= self.removed  # in place: ``both`` is new
+    def __rand__(self, other: Set[str]) -> set[str]:
+        both = self.below & other  # a new set, changed in place below
+        both -= self.removed
         both |= other & self.added
         return both
 

@@ -139,7 +139,7 @@ def _steady_on(job: Job, workers: tuple[Pod, ...]) -> frozenset[str] | None:
     for w in workers:
         if w.phase is not PodPhase.RUNNING or not w.live or w.node is None:
             return None
-        if _unrecorded(w, status.last_heal):
+        if _unrecorded(w, status.last_heal) is not None:
             return None
         nodes.add(w.node)
     return frozenset(nodes)
@@ -150,11 +150,13 @@ def _steady_on(job: Job, workers: tuple[Pod, ...]) -> frozenset[str] | None:
 _STAMP_SLACK_SECONDS = 0.001
 
 
-def _unrecorded(w: Pod, last: LastHeal | None) -> bool:
-    """A worker bound as a heal that the job's status does not count yet."""
+def _unrecorded(w: Pod, last: LastHeal | None) -> tuple[float, str] | None:
+    """When and where a worker was bound as a heal the job's status does not count yet."""
     if w.healed_at is None or w.node is None:
-        return False
-    return last is None or w.healed_at > last.bound_at + _STAMP_SLACK_SECONDS
+        return None
+    if last is not None and w.healed_at <= last.bound_at + _STAMP_SLACK_SECONDS:
+        return None
+    return w.healed_at, w.node
 
 
 def _count_unrecorded_swaps(ps: Pass, job: Job, workers: tuple[Pod, ...], heal: _Heal) -> None:
@@ -162,19 +164,17 @@ def _count_unrecorded_swaps(ps: Pass, job: Job, workers: tuple[Pod, ...], heal: 
     the bind and the status write. The bind stamped ``healed_at`` on the pod, so the count
     is recovered from the cluster, once (``lastHeal`` then records the latest of them)."""
     recorded = heal.last_heal
-    unrecorded = [w for w in workers if _unrecorded(w, recorded)]
-    for w in sorted(unrecorded, key=lambda w: w.healed_at or 0.0):
-        if w.healed_at is None or w.node is None:
-            continue
+    unrecorded = [(bound, w) for w in workers if (bound := _unrecorded(w, recorded))]
+    for (healed_at, node), w in sorted(unrecorded, key=lambda pair: pair[0]):
         heal.swaps += 1
-        fault_at = w.fault_at if w.fault_at is not None else w.healed_at
-        heal.last_heal = LastHeal(w.replaces_node or "", w.node, fault_at, w.healed_at)
+        fault_at = w.fault_at if w.fault_at is not None else healed_at
+        heal.last_heal = LastHeal(w.replaces_node or "", node, fault_at, healed_at)
         ps.event(
             "TrainingJob",
             job.namespace,
             job.name,
             Reason.WORKER_SWAPPED,
-            f"{w.name} replaced a worker of {w.replaces_node} on {w.node} after "
+            f"{w.name} replaced a worker of {w.replaces_node} on {node} after "
             f"{heal.last_heal.seconds:.1f}s (counted after an operator restart)",
         )
 
