@@ -13,7 +13,7 @@ from operator import itemgetter
 
 from valet.model.enums import NodeState
 from valet.model.view import ClusterView, Node, NodeUsage, Pod
-from valet.policy.delta import Scratch, changed_keys
+from valet.policy.delta import Scratch, changed_keys, right_sized
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,15 +59,18 @@ class GpuBook:
         # take a pod. A pass only takes GPUs, so it stays a superset all pass long.
         self.room: set[str] = set()
 
-    def update(self, view: ClusterView, touched: Iterable[str]) -> None:
+    def update(self, view: ClusterView, touched: Iterable[str]) -> list[str]:
         """Recount the nodes whose usage changed, and the ``touched`` nodes (changed, joined
-        or gone since the last update)."""
+        or gone since the last update); returns the nodes whose usage changed."""
         usage, nodes = view.usage, view.nodes
-        dirty = changed_keys(usage, self._usage) if usage is not self._usage else []
-        dirty.extend(touched)
+        used = changed_keys(usage, self._usage) if usage is not self._usage else []
         self._usage = usage  # never changed once handed out
-        for name in dict.fromkeys(dirty):
+        for name in dict.fromkeys([*used, *touched]):
             self._count(name, nodes.get(name), usage.get(name))
+        self.no_workers = right_sized(self.no_workers)
+        self.some_free = right_sized(self.some_free)
+        self.room = right_sized(self.room)
+        return used
 
     def _count(self, name: str, node: Node | None, use: NodeUsage | None) -> None:
         for table in (self.free, self.bound, self.releasing, self.spot):

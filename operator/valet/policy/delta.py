@@ -5,10 +5,12 @@
 next); the comparison runs in C, or is not needed when the mapping says what changed
 (``model.changes``). ``Scratch`` (and ``ScratchSet``): a pass's own entries over a mapping
 (a set) it must not change, so that the pass costs what it writes, not a copy of the fleet.
+``right_sized``: a set kept across passes that once held the fleet and now holds a few.
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping, Set
 from itertools import compress
 from operator import is_not
@@ -34,6 +36,18 @@ def changed_keys(new: Mapping[str, object], old: Mapping[str, object]) -> list[s
     if len(old) > sum(map(old.__contains__, keys)):  # some keys are gone
         changed.extend(k for k in old if k not in new)
     return changed
+
+
+def right_sized(items: set[str]) -> set[str]:
+    """``items``, or a copy of it when its hash table is far larger than its members need.
+
+    A set never shrinks its table as members leave: one that held every node of the fleet
+    once (the first pass adopts them all) and holds a few now costs the whole table to
+    iterate (0.1 ms at 12,500 nodes, pass after pass) until enough adds rebuild it.
+    """
+    if sys.getsizeof(items) > 1024 + 256 * len(items):
+        return set(items)
+    return items
 
 
 class Scratch(dict[str, _V]):

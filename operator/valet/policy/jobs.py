@@ -24,6 +24,7 @@ from valet.model.plan import BindPod, CreatePod, PatchJobStatus
 from valet.model.specs import Condition, LastHeal, TrainingJobStatus, set_condition
 from valet.model.view import Job, Node, Pod
 from valet.policy.capacity import Capacity, Placement, choose_victims, topology_domain
+from valet.policy.memo import QuietJob
 from valet.policy.pass_ import Pass
 
 
@@ -54,21 +55,62 @@ def reconcile_jobs(ps: Pass, cap: Capacity) -> None:
 
 
 def _reconcile(ps: Pass, cap: Capacity, job: Job) -> None:
-    spec, old = job.spec, job.status
     workers = ps.view.workers_by_job.get(job.key, ())
-    if old.phase is not None and old.phase.terminal:
+    status = job.status
+    if status.phase is not None and status.phase.terminal:
         for w in workers:
             if w.live:
                 ps.delete_pod(w, Reason.WORKER_REMOVED)
         return
-    if _steady(ps, job, workers):
+    if _steady(ps, job, workers) or _still_quiet(ps, cap, job, workers):
         return
+    wrote = ps.writes()
+    missing = _reconcile_fully(ps, cap, job, workers)
+    if missing is None or ps.writes() != wrote:
+        ps.memo.quiet.pop(job.key, None)
+        return
+    nodes = {n for w in workers if (n := w.node or w.nominated_node) is not None}
+    written = ps.changed.union(
+        cap.free.written(), cap.bound.written(), cap.releasing.written(), cap.spot.written()
+    )
+    ps.memo.quiet[job.key] = QuietJob(
+        job, workers, frozenset(nodes), missing > 0, job.spec.pool, frozenset(written)
+    )
+
+
+def _still_quiet(ps: Pass, cap: Capacity, job: Job, workers: tuple[Pod, ...]) -> bool:
+    """The job and its workers are as when a reconcile last wrote nothing, and would write
+    nothing again: none of its nodes changed, and (if it is short of workers) no node of
+    its pool can offer more than it did then. Room only shrinks within a pass, and placing
+    fewer GPUs never places more workers, so the gang still does not fit."""
+    quiet = ps.memo.quiet.get(job.key)
+    if quiet is None or quiet.job is not job or quiet.workers is not workers:
+        return False
+    changed = ps.memo.touched | ps.changed
+    if not quiet.nodes.isdisjoint(changed):
+        return False
+    if not quiet.needs_room:
+        return True
+    verdicts, in_service, room, pool = ps.memo.verdicts, ps.in_service, cap.room, quiet.pool
+    return not any(
+        name in in_service
+        and name in room
+        and (home := verdicts[name].pool) is not None
+        and (pool is None or home == pool)
+        for name in changed | quiet.written
+    )
+
+
+def _reconcile_fully(ps: Pass, cap: Capacity, job: Job, workers: tuple[Pod, ...]) -> int | None:
+    """Reconcile one job; returns how many workers it is still short of, or None when
+    time alone will change what it does (a restart backoff) or it finished."""
+    spec, old = job.spec, job.status
     if any(w.phase is PodPhase.SUCCEEDED for w in workers):
         for w in workers:
             if w.live:
                 ps.delete_pod(w, Reason.JOB_SUCCEEDED)
         _finish(ps, job, JobPhase.SUCCEEDED, Reason.JOB_SUCCEEDED, "a worker completed")
-        return
+        return None
 
     heal = _Heal(old.restarts, old.backoff_until, old.swaps, old.last_heal)
     _count_unrecorded_swaps(ps, job, workers, heal)
@@ -77,7 +119,7 @@ def _reconcile(ps: Pass, cap: Capacity, job: Job) -> None:
         for w in keep:
             ps.delete_pod(w, Reason.BACKOFF_LIMIT)
         _finish(ps, job, JobPhase.FAILED, Reason.BACKOFF_LIMIT, f"{heal.restarts} restarts")
-        return
+        return None
     keep = _bind_nominated(ps, cap, job, keep, heal)
 
     target = spec.target
@@ -91,13 +133,15 @@ def _reconcile(ps: Pass, cap: Capacity, job: Job) -> None:
 
     placed: list[tuple[int, Placement]] = []
     need = target - len(keep)
-    if need > 0 and ps.now < heal.backoff_until:
+    backoff = need > 0 and ps.now < heal.backoff_until
+    if backoff:
         ps.wake(heal.backoff_until)
     elif need > 0:
         placed = _place_gang(ps, cap, job, keep, need)
         _act_on_placements(ps, job, placed, heal)
 
     _report(ps, job, keep, placed, heal, target)
+    return None if backoff else need - len(placed)
 
 
 # A replacement seen Running this long after its bind is not timed (a status written before

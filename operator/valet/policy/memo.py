@@ -28,7 +28,7 @@ from valet.model.enums import Health, NodeState
 from valet.model.view import ClusterView, Job, Node, NodeHealth, Pod
 from valet.policy.capacity import GpuBook
 from valet.policy.config import PolicyConfig
-from valet.policy.delta import changed_keys
+from valet.policy.delta import changed_keys, right_sized
 
 IN_SERVICE = frozenset({NodeState.ACTIVE, NodeState.SPARE})
 OUT_OF_SERVICE = frozenset(
@@ -167,6 +167,21 @@ def _judge(
     )
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class QuietJob:
+    """A job whose last reconcile wrote nothing: the same job and workers decide the same
+    while none of its nodes changed and no node it could be placed on gained room."""
+
+    job: Job
+    workers: tuple[Pod, ...]
+    nodes: frozenset[str]  # where its workers are bound or nominated
+    needs_room: bool  # it is short of workers and found no room for them
+    pool: str | None  # the pool its workers may go to (None: any)
+    # Nodes that pass had written about before the job's turn (their GPUs taken, their
+    # state changed): what the job saw of them was not what the cluster holds.
+    written: frozenset[str]
+
+
 class PoolBook:
     """One pool's nodes as judged, and what a pass counts over them."""
 
@@ -197,6 +212,13 @@ class PoolBook:
         self.marks_off.discard(name)
         self.faulted.discard(name)
 
+    def right_size(self) -> None:
+        """Sets that held the pool (all adopted, all marks off) shrink to what they hold."""
+        self.by_state = {state: right_sized(names) for state, names in self.by_state.items()}
+        self.attention = right_sized(self.attention)
+        self.marks_off = right_sized(self.marks_off)
+        self.faulted = right_sized(self.faulted)
+
 
 class PassMemo:
     """Verdicts by node, kept up to date from one view to the next (see the module)."""
@@ -226,6 +248,9 @@ class PassMemo:
         # Per job: the Job and worker tuple last seen, and the nodes it runs steadily on
         # (None: not steady whatever the nodes); see ``jobs._steady``.
         self.jobs: dict[str, tuple[Job, tuple[Pod, ...], frozenset[str] | None]] = {}
+        self.quiet: dict[str, QuietJob] = {}  # see ``jobs._still_quiet``
+        # Nodes whose Node, Lease, verdict or GPU usage changed since the last view.
+        self.touched: set[str] = set()
 
     def update(self, view: ClusterView, now: float, config: PolicyConfig) -> float | None:
         """Judge what changed since the last view; returns the earliest time a live pool
@@ -291,10 +316,16 @@ class PassMemo:
             order = list(nodes)
             if regroup or order != self.order:  # joined, left, changed pool or moved
                 self._regroup(order)
-        self.gpus.update(view, dirty)
-        if len(self.jobs) > len(view.jobs):  # forget jobs that are gone
-            current = {job.key for job in view.jobs}
+        self.touched = {*dirty, *self.gpus.update(view, dirty)}
+        if dirty:
+            self.out_of_service = right_sized(self.out_of_service)
+            self.suspect = right_sized(self.suspect)
+            for book in self.pools.values():
+                book.right_size()
+        if len(self.jobs) > len(view.jobs) or len(self.quiet) > len(view.jobs):
+            current = {job.key for job in view.jobs}  # forget jobs that are gone
             self.jobs = {k: v for k, v in self.jobs.items() if k in current}
+            self.quiet = {k: v for k, v in self.quiet.items() if k in current}
         return self._next_death(clock)
 
     def _note(self, name: str, v: Verdict) -> None:

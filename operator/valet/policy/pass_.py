@@ -143,6 +143,17 @@ class Pass:
                 counts[self.states[name]] += 1
         return +counts  # without the states that emptied
 
+    def writes(self) -> tuple[int, ...]:
+        """How much this pass has written so far: equal before and after a step that wrote
+        nothing (actions only grow within a pass)."""
+        return (
+            len(self.node_actions),
+            len(self.pod_actions),
+            len(self.status_actions),
+            len(self.early_status_actions),
+            len(self.events),
+        )
+
     def placeable(self, node: Node) -> bool:
         """May new pods go here: active or spare, healthy and ready."""
         return node.name in self.in_service

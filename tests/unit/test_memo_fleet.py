@@ -1,0 +1,77 @@
+"""A PassMemo kept over a simulated fleet decides every pass exactly as a fresh pass.
+
+The hypothesis test in ``test_memo`` moves nodes under fixed pods; here the simulator
+moves everything at once (failures, drains, swaps, jobs waiting for capacity, spot pods
+coming and going, nodes back from repair) and each of its passes is decided twice: with
+the memo the simulator keeps, and from scratch. Failures are frequent so that jobs wait
+short of workers and the memo's quiet jobs (``jobs._still_quiet``) are exercised.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from tests.builders import NOW, job, node, pool
+from valet.model.plan import CreatePod, PatchJobStatus, Plan
+from valet.model.view import ClusterView, Job
+from valet.policy import PassMemo, PolicyConfig, decide
+from valet.sim.failures import draw_failures
+from valet.sim.fleet import FleetConfig, FleetRun, standard_policies
+
+CONFIG = PolicyConfig()
+CFG = FleetConfig(gpus=512, days=20, job_nodes=8, failure_scale=40, buffer_percent=5)
+
+
+class CheckedRun(FleetRun):
+    """Each pass also decided without the memo; the simulator goes on with the memo's."""
+
+    quiet_skips = 0
+
+    def _pass(self, now: float) -> Plan:
+        view = self.cluster.view()
+        plan = decide(view, now, self.policy, self.memo)
+        assert plan == decide(view, now, self.policy), f"pass {self.passes} at {now:.0f}s"
+        self.quiet_skips += sum(
+            1 for q in self.memo.quiet.values() if q.workers is view.workers_by_job.get(q.job.key)
+        )
+        self.cluster.apply(plan, now)
+        self.passes += 1
+        self._meter(now)
+        return plan
+
+
+@pytest.mark.parametrize("setup", standard_policies(CFG.buffer_percent), ids=lambda s: s.name)
+def test_a_memo_kept_over_a_simulated_fleet_decides_as_fresh_passes(setup) -> None:
+    failures = draw_failures(CFG.nodes, CFG.seconds, seed=CFG.seed, scale=CFG.failure_scale)
+    run = CheckedRun(CFG, setup, failures)
+    result = run.run()
+    assert result.passes > 200
+    assert run.quiet_skips > 0  # jobs waited short of workers, and were not decided again
+
+
+def test_a_waiting_job_sees_room_a_lost_write_left() -> None:
+    """Job a (first by priority) takes the only free node in a pass whose writes never land;
+    job b, waiting, found no room in that pass. When a is deleted, nothing in the cluster
+    changed, yet b must now take the node: the memo remembers what the pass had written."""
+    nodes = {"n0": node("n0")}
+    first, waiting = job("a", replicas=1, priority=10), job("b", replicas=1)
+    memo = PassMemo()
+
+    def plan(*jobs: Job) -> Plan:
+        view = ClusterView(nodes=nodes, pods=(), jobs=jobs, pools=(pool(buffer=0),))
+        planned = decide(view, NOW, CONFIG, memo)
+        assert planned == decide(view, NOW, CONFIG)
+        return planned
+
+    reported = next(
+        a.status
+        for a in plan(first, waiting).actions
+        if isinstance(a, PatchJobStatus) and a.name == "b"
+    )
+    waiting = dataclasses.replace(waiting, status=reported)  # the status write landed
+    plan(first, waiting)  # a's pod did not: a takes n0 again, and b waits without a write
+    assert "ns/b" in memo.quiet
+    created = [a for a in plan(waiting).actions if isinstance(a, CreatePod)]
+    assert [(a.owner, a.nominated_node) for a in created] == [("ns/b", "n0")]
