@@ -559,6 +559,27 @@ def test_circuit_breaker_holds_draining_in_a_mass_failure() -> None:
     assert breaker.status is True
 
 
+def test_circuit_breaker_counts_recent_failures_of_other_nodes_only() -> None:
+    """20% of 10 nodes: two may fail within the hour. Another node failed 10 minutes ago
+    (one a day ago does not count), which leaves one: n0. n0 failed a minute ago too; a
+    node failing again counts once, else no node would drain."""
+    window = 3600
+    failing = [
+        node(f"n{i}", health=Health.UNHEALTHY, signals=("xid:79",), since=NOW) for i in range(3)
+    ]
+    failing[0] = dataclasses.replace(failing[0], faults=(NOW - 60,))
+    nodes = [
+        *failing,
+        node("old", faults=(NOW - 86_400,)),
+        node("recent", faults=(NOW - 600,)),
+        *(node(f"h{i}") for i in range(5)),
+    ]
+    breaker = {"maxFailedPercent": 20, "windowSeconds": window}
+    plan = decide(view(nodes, pools=[pool(0, circuitBreaker=breaker)]), NOW)
+    drained = sorted(n for n, s in states(plan).items() if s is NodeState.DRAINING)
+    assert drained == ["n0"]
+
+
 def test_circuit_breaker_always_lets_one_node_of_a_small_pool_drain() -> None:
     nodes = [
         node("n0", health=Health.UNHEALTHY, signals=("xid:79",), since=NOW),

@@ -138,11 +138,11 @@ def _drain_within_breaker(ps: Pass, pool: Pool, to_drain: list[Node]) -> None:
     book = ps.memo.pools[pool.name]
     # Other nodes that failed within the window; a node failing again counts once.
     failing = {n.name for n in to_drain}
-    recent = sum(
-        1
-        for name in book.faulted
-        if name not in failing and ps.now - book.members[name].faults[-1] <= breaker.window_seconds
-    )
+    recent = 0
+    for at, name in reversed(book.last_faults):  # the latest first
+        if ps.now - at > breaker.window_seconds:
+            break
+        recent += name not in failing
     # A single failure always drains, however small the pool.
     allowed = max(1, int(len(book.members) * breaker.max_failed_percent / 100)) - recent
     for i, node in enumerate(sorted(to_drain, key=lambda n: n.name)):

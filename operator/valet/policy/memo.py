@@ -17,6 +17,7 @@ changed pool selectors start it afresh.
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import heapq
 import math
@@ -192,6 +193,7 @@ class PoolBook:
         self.attention: set[str] = set()
         self.marks_off: set[str] = set()
         self.faulted: set[str] = set()  # nodes valet ever drained (``Node.faults``)
+        self.last_faults: list[tuple[float, str]] = []  # theirs, by the time of the last
 
     def add(self, name: str, v: Verdict) -> None:
         self.members[name] = v.seen
@@ -203,6 +205,7 @@ class PoolBook:
             self.marks_off.add(name)
         if v.seen.faults:
             self.faulted.add(name)
+            bisect.insort(self.last_faults, (v.seen.faults[-1], name))
 
     def remove(self, name: str, v: Verdict) -> None:
         """Forget the verdict; ``members`` keeps its place until ``PassMemo._regroup``."""
@@ -210,7 +213,10 @@ class PoolBook:
         self.unknown -= v.health is Health.UNKNOWN
         self.attention.discard(name)
         self.marks_off.discard(name)
-        self.faulted.discard(name)
+        if name in self.faulted:
+            self.faulted.discard(name)
+            at = bisect.bisect_left(self.last_faults, (v.seen.faults[-1], name))
+            del self.last_faults[at]
 
     def right_size(self) -> None:
         """Sets that held the pool (all adopted, all marks off) shrink to what they hold."""
