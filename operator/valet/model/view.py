@@ -173,7 +173,7 @@ class ViewIndex:
     workers_by_job: Mapping[str, tuple[Pod, ...]]
     spot_by_pool: Mapping[str, tuple[Pod, ...]]
     usage: Mapping[str, NodeUsage]
-    keys: Container[str]  # of every pod (only asked whether it holds one)
+    keys: Mapping[str, Pod]  # every pod by key
 
 
 @dataclasses.dataclass(frozen=True)

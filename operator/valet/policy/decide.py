@@ -111,9 +111,9 @@ def _report_pool(ps: Pass, pool: Pool, ledger: spot.PoolLedger) -> None:
         if wl.shards is None:
             continue
         done = ledger.done[wl.name].union(ledger.finished[wl.name])
-        running = ledger.running_undone(wl.name)
-        running |= {a.shard for a in created if a.workload == wl.name and a.shard is not None}
-        shard_status.append(ShardStatus(wl.name, wl.shards, done, len(running)))
+        starting = [a.shard for a in created if a.workload == wl.name and a.shard is not None]
+        running = ledger.running_count(wl.name, starting)
+        shard_status.append(ShardStatus(wl.name, wl.shards, done, running))
 
     exhausted = spares < target
     conditions = set_condition(

@@ -30,6 +30,7 @@ from valet.model.view import ClusterView, Job, Node, NodeHealth, Pod
 from valet.policy.capacity import GpuBook
 from valet.policy.config import PolicyConfig
 from valet.policy.delta import changed_keys, right_sized
+from valet.policy.spotbook import SpotBook
 
 IN_SERVICE = frozenset({NodeState.ACTIVE, NodeState.SPARE})
 OUT_OF_SERVICE = frozenset(
@@ -255,6 +256,7 @@ class PassMemo:
         # (None: not steady whatever the nodes); see ``jobs._steady``.
         self.jobs: dict[str, tuple[Job, tuple[Pod, ...], frozenset[str] | None]] = {}
         self.quiet: dict[str, QuietJob] = {}  # see ``jobs._still_quiet``
+        self.spot = SpotBook()  # spot pods by pool, counted
         # Nodes whose Node, Lease, verdict or GPU usage changed since the last view.
         self.touched: set[str] = set()
 
@@ -323,6 +325,7 @@ class PassMemo:
             if regroup or order != self.order:  # joined, left, changed pool or moved
                 self._regroup(order)
         self.touched = {*dirty, *self.gpus.update(view, dirty)}
+        self.spot.sync(view, self.touched)
         if dirty:
             self.out_of_service = right_sized(self.out_of_service)
             self.suspect = right_sized(self.suspect)

@@ -10,8 +10,7 @@ from __future__ import annotations
 import dataclasses
 import heapq
 import math
-from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 
 from valet.model.enums import NodeState, PodKind, PodPhase, Reason
 from valet.model.plan import BindPod, CreatePod
@@ -22,34 +21,34 @@ from valet.policy.buffer import hot_spares
 from valet.policy.capacity import Capacity
 from valet.policy.jobs import preempt
 from valet.policy.pass_ import Pass
+from valet.policy.spotbook import ENDED, PoolSpot
 
 
 @dataclasses.dataclass
 class PoolLedger:
-    """What this pass learnt about a pool's spot work."""
+    """What this pass learnt about a pool's spot work, over what the memo's book counted."""
 
-    done: dict[str, ShardSet]  # workload -> done shards, as recorded in pool status
-    finished: dict[str, set[int]] = dataclasses.field(default_factory=dict)  # done in this pass
+    book: PoolSpot  # the pool's spot pods as the pass began (read only)
+    finished: dict[str, set[int]]  # workload -> shards done in this pass
     gpu_seconds: float = 0.0
-    # As the pass began, by workload: live pods and their GPUs, and the shards of pods that
-    # hold GPUs or are about to (not finished, not failed).
-    live_pods: Counter[str | None] = dataclasses.field(default_factory=Counter)
-    live_gpus: Counter[str | None] = dataclasses.field(default_factory=Counter)
-    running: dict[str | None, set[int]] = dataclasses.field(default_factory=dict)
-    # Of those, by workload of the spec: the shards not done as the pass began.
-    undone: dict[str, set[int]] = dataclasses.field(default_factory=dict)
 
-    def running_undone(self, workload: str) -> set[int]:
-        """Shards running and neither done nor finished (in this pass)."""
-        return self.undone.get(workload, set()) - self.finished[workload]
+    @property
+    def done(self) -> Mapping[str, ShardSet]:
+        """Workload -> done shards, as recorded in pool status."""
+        return self.book.done
+
+    def running_count(self, workload: str, extra: Iterable[int]) -> int:
+        """Shards running and neither done nor finished (in this pass), with ``extra``."""
+        return self.book.running_count(workload, self.finished[workload], extra)
 
     def live(self, ps: Pass, pool: str, workload: str | None = None) -> tuple[int, int]:
         """Live spot pods of the pool (of one workload, else all) not evicted in this pass,
         and their GPUs."""
+        book = self.book
         if workload is None:
-            pods, gpus = self.live_pods.total(), self.live_gpus.total()
+            pods, gpus = book.live_pods.total(), book.live_gpus.total()
         else:
-            pods, gpus = self.live_pods[workload], self.live_gpus[workload]
+            pods, gpus = book.live_pods[workload], book.live_gpus[workload]
         for p in ps.evicted.values():
             if (
                 p.kind is PodKind.SPOT
@@ -62,32 +61,20 @@ class PoolLedger:
 
 
 def settle_spot(ps: Pass, cap: Capacity) -> dict[str, PoolLedger]:
-    """Record finished shards, clear finished pods, move spot pods off bad nodes."""
+    """Record finished shards, clear finished pods, move spot pods off bad nodes: the pods
+    the book names as candidates, in the view's order (see ``policy.spotbook``)."""
     ledgers: dict[str, PoolLedger] = {}
     leaving, nodes = _leaving(ps), ps.view.nodes
     for pool in ps.view.pools:
-        ledger = PoolLedger(
-            done={w.name: pool.status.done_shards(w.name) for w in pool.spec.workloads},
-            finished={w.name: set() for w in pool.spec.workloads},
-        )
-        ledgers[pool.name] = ledger
-        workloads = {w.name: w for w in pool.spec.workloads}
-        done, finished, running = ledger.done, ledger.finished, ledger.running
-        for pod in ps.view.spot_by_pool.get(pool.name, ()):
+        book = ps.memo.spot.pools[pool.name]
+        ledger = ledgers[pool.name] = PoolLedger(book, {w: set() for w in book.workloads})
+        done, finished, workloads = book.done, ledger.finished, book.workloads
+        for pod in _candidates(ps, book, leaving, pool.name):
             workload, shard, node = pod.workload, pod.shard, pod.node
-            if pod.live:
-                ledger.live_pods[workload] += 1
-                ledger.live_gpus[workload] += pod.gpus
-            ended = pod.phase in _ENDED
             wl = workloads.get(workload or "")
             was_done = shard is not None and wl is not None and shard in done[wl.name]
-            if shard is not None and not ended:
-                running.setdefault(workload, set()).add(shard)
-                if wl is not None and not was_done:
-                    ledger.undone.setdefault(wl.name, set()).add(shard)
             quiet = (  # bound where it may stay, as its workload wants: what most pods are
-                not ended
-                and not pod.deleting
+                pod.phase not in ENDED
                 and node is not None
                 and node not in leaving
                 and node in nodes
@@ -106,7 +93,27 @@ def settle_spot(ps: Pass, cap: Capacity) -> dict[str, PoolLedger]:
     return ledgers
 
 
-_ENDED = frozenset({PodPhase.SUCCEEDED, PodPhase.FAILED})
+def _candidates(ps: Pass, book: PoolSpot, leaving: set[str], pool: str) -> list[Pod]:
+    """The pool's spot pods that may not be quiet, not on their way out, in the view's
+    order: those the book marks (ended, unbound, out of spec), those on leaving nodes and
+    on nodes gone, and those running a shard done, or one finished by a pod among these."""
+    look = set(book.unquiet)
+    by_node, by_shard, pods = book.by_node, book.by_shard, book.pods
+    for name in by_node.keys() & leaving:
+        look |= by_node[name]
+    for name in book.orphans:
+        look |= by_node[name]
+    for workload, shards in book.done_running.items():
+        for shard in shards:
+            look |= by_shard[(workload, shard)]
+    for pod in [pods[k] for k in look]:
+        if pod.phase is PodPhase.SUCCEEDED and pod.shard is not None:
+            look |= by_shard.get((pod.workload, pod.shard), set())
+    found = [pod for key in look if not (pod := pods[key]).deleting]
+    if len(found) > 1:
+        position = {id(p): i for i, p in enumerate(ps.view.spot_by_pool.get(pool, ()))}
+        found.sort(key=lambda p: position[id(p)])
+    return found
 
 
 def _leaving(ps: Pass) -> set[str]:
@@ -154,8 +161,9 @@ def _settle(
 
 def _pending(ps: Pass, pool: Pool, wl: Workload, ledger: PoolLedger) -> Iterator[int | None]:
     if wl.shards is not None:
-        skip = ledger.running.get(wl.name, set()) | ledger.finished[wl.name]
-        yield from (i for i in ledger.done[wl.name].missing(wl.shards) if i not in skip)
+        running, finished = ledger.book.running.get(wl.name, {}), ledger.finished[wl.name]
+        missing = ledger.done[wl.name].missing(wl.shards)
+        yield from (i for i in missing if i not in running and i not in finished)
         return
     live, _ = ledger.live(ps, pool.name, wl.name)
     limit = wl.max_pods if wl.max_pods is not None else 1 << 30
