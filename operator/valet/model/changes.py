@@ -36,7 +36,7 @@ class Successor(dict[str, _V]):
     reordered: bool
 
 
-_CHUNKS = 256  # a power of two
+_CHUNKS = 1024  # a power of two
 _MASK = _CHUNKS - 1
 
 

@@ -48,6 +48,7 @@ class PodIndex:
         self._order: dict[str, int] = {}  # pod key → when it was (last) first added
         self._counter = itertools.count()
         self._groups: dict[tuple[str, str], dict[str, Pod]] = {}
+        self._member_of: dict[str, tuple[tuple[str, str], ...]] = {}  # pod key -> its groups
         self._dirty: set[tuple[str, str]] = set()
         self._unsorted: set[tuple[str, str]] = set()  # dirty groups out of pod order
         # As handed out in the last snapshot: by node, usage and pods by key are as large as
@@ -77,13 +78,13 @@ class PodIndex:
             self._join(pod)
             return
         groups = self._groups_of(pod)
-        if groups == self._groups_of(old):  # the common change: same node, job and pool
+        if groups == self._member_of[pod.key]:  # the common change: same node, job and pool
             for group in groups:
                 self._groups[group][pod.key] = pod  # keeps its place in the group
                 self._dirty.add(group)
             return
         self._leave(old)
-        self._join(pod)
+        self._join(pod, groups)
 
     def remove(self, key: str) -> Pod | None:
         old = self._pods.pop(key, None)
@@ -101,9 +102,10 @@ class PodIndex:
             return (owner,) if owner is not None else ()
         return (("node", node), owner) if owner is not None else (("node", node),)
 
-    def _join(self, pod: Pod) -> None:
+    def _join(self, pod: Pod, groups: tuple[tuple[str, str], ...] | None = None) -> None:
         seq = self._order[pod.key]
-        for group in self._groups_of(pod):
+        groups = self._member_of[pod.key] = groups or self._groups_of(pod)
+        for group in groups:
             members = self._groups.setdefault(group, {})
             if members and self._order[next(reversed(members))] > seq:
                 self._unsorted.add(group)  # rejoined behind pods added after it
@@ -111,7 +113,7 @@ class PodIndex:
             self._dirty.add(group)
 
     def _leave(self, pod: Pod) -> None:
-        for group in self._groups_of(pod):
+        for group in self._member_of.pop(pod.key):
             members = self._groups.get(group)
             if members is not None:
                 members.pop(pod.key, None)

@@ -9,11 +9,11 @@ from __future__ import annotations
 import dataclasses
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence, Set
-from operator import itemgetter
 
 from valet.model.enums import NodeState
 from valet.model.view import ClusterView, Node, NodeUsage, Pod
 from valet.policy.delta import Scratch, changed_keys, right_sized
+from valet.policy.ranking import score
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,6 +52,7 @@ class GpuBook:
         self.bound: dict[str, int] = {}
         self.releasing: dict[str, int] = {}
         self.spot: dict[str, tuple[Pod, ...]] = {}
+        self.spot_gpus: dict[str, int] = {}  # what those spot pods hold
         # Nodes where no worker is bound or nominated: the few a busy fleet has idle.
         self.no_workers: set[str] = set()
         self.some_free: set[str] = set()  # nodes with any GPUs free: few in a packed fleet
@@ -73,7 +74,7 @@ class GpuBook:
         return used
 
     def _count(self, name: str, node: Node | None, use: NodeUsage | None) -> None:
-        for table in (self.free, self.bound, self.releasing, self.spot):
+        for table in (self.free, self.bound, self.releasing, self.spot, self.spot_gpus):
             table.pop(name, None)
         self.no_workers.discard(name)
         self.some_free.discard(name)
@@ -95,9 +96,11 @@ class GpuBook:
             self.bound[name] = use.bound
         if use.releasing:
             self.releasing[name] = use.releasing
+        spot_gpus = 0
         if use.spot:
             self.spot[name] = use.spot
-        if free + use.releasing + sum(p.gpus for p in use.spot) > 0:
+            spot_gpus = self.spot_gpus[name] = sum(p.gpus for p in use.spot)
+        if free + use.releasing + spot_gpus > 0:
             self.room.add(name)
 
 
@@ -142,7 +145,7 @@ class Capacity:
         """Up to ``count`` placements of ``gpus`` each, fewest and fullest nodes first.
 
         Order: nodes where the GPUs are free now, then spares, then fewest spot GPUs
-        evicted, same topology domain, least free left (best fit), name.
+        evicted (``ranking.score``), same topology domain, least free left (best fit), name.
         """
         topo_key, topo_value = domain
         # Reads only, until the placements are chosen: of the few nodes this pass wrote
@@ -153,7 +156,7 @@ class Capacity:
             self.releasing.below.get,
             self.spot.below.get,
         )
-        scored: list[tuple[tuple[int, int, int, int, int, str], Node]] = []
+        scored: list[tuple[int, int, int, int, int, str]] = []
         for node in nodes:
             name = node.name
             if name in written:
@@ -161,22 +164,22 @@ class Capacity:
                 spot = self.spot.get(name, ())
             else:
                 free, releasing, spot = free_of(name, 0), releasing_of(name, 0), spot_of(name, ())
-            avail = free + releasing
-            if avail < gpus and avail + sum(p.gpus for p in spot) < gpus:
+            spare = states.get(name) is NodeState.SPARE
+            rank = score(free, releasing, sum(p.gpus for p in spot), spare, gpus, name)
+            if rank is None:
                 continue  # most nodes of a busy fleet have nothing to offer
-            score = (
-                0 if free >= gpus else 1,
-                1 if states.get(name) is NodeState.SPARE else 0,
-                max(0, gpus - avail),  # GPUs of spot pods to evict
-                0 if topo_value is None or node.labels.get(topo_key) == topo_value else 1,
-                free,
-                name,
-            )
-            scored.append((score, node))
-        scored.sort(key=itemgetter(0))
+            topo = 0 if topo_value is None or node.labels.get(topo_key) == topo_value else 1
+            scored.append((*rank[:3], topo, *rank[3:]))
+        scored.sort()
+        return self.place_in_order((s[-1] for s in scored), states, count, gpus)
+
+    def place_in_order(
+        self, names: Iterable[str], states: Mapping[str, NodeState | None], count: int, gpus: int
+    ) -> list[Placement]:
+        """Up to ``count`` placements of ``gpus`` each, on ``names`` in the order given (as
+        ``place`` orders them), each node taking as many as it can."""
         result: list[Placement] = []
-        for _, node in scored:
-            name = node.name
+        for name in names:
             free, releasing = self.free.get(name, 0), self.releasing.get(name, 0)
             spot = list(self.spot.get(name, ()))
             while len(result) < count:

@@ -9,6 +9,10 @@ missing workers as a gang (at least ``minReplicas`` in total, or nothing).
 from __future__ import annotations
 
 import dataclasses
+import heapq
+import itertools
+from collections.abc import Iterator
+from operator import itemgetter
 
 from valet.model.enums import (
     JOB_LABEL,
@@ -26,6 +30,7 @@ from valet.model.view import Job, Node, Pod
 from valet.policy.capacity import Capacity, Placement, choose_victims, topology_domain
 from valet.policy.memo import QuietJob
 from valet.policy.pass_ import Pass
+from valet.policy.ranking import Score, score
 
 
 @dataclasses.dataclass
@@ -367,17 +372,73 @@ def candidate_nodes(ps: Pass, cap: Capacity, job: Job, allow_spares: bool) -> li
     ]
 
 
+def _ranked(
+    ps: Pass,
+    cap: Capacity,
+    pool: str,
+    gpus: int,
+    allow_spares: bool,
+    domain: tuple[str, str | None],
+) -> Iterator[str]:
+    """The pool's candidate nodes in the order ``Capacity.place`` would try them, read from
+    the memo's ranking (as the pass began) with the nodes this pass wrote about scored
+    afresh: within each class of the ranking, the job's topology domain first."""
+    written = ps.changed.union(cap.free.written(), cap.releasing.written(), cap.spot.written())
+    states, verdicts = ps.states, ps.memo.verdicts
+    wanted = (NodeState.ACTIVE, NodeState.SPARE) if allow_spares else (NodeState.ACTIVE,)
+    fresh: list[Score] = []
+    for name in written:
+        state = states.get(name)
+        if (
+            name in cap.room
+            and name in ps.in_service
+            and state in wanted
+            and verdicts[name].pool == pool
+        ):
+            spot = sum(p.gpus for p in cap.spot.get(name, ()))
+            free, releasing = cap.free.get(name, 0), cap.releasing.get(name, 0)
+            rank = score(free, releasing, spot, state is NodeState.SPARE, gpus, name)
+            if rank is not None:
+                fresh.append(rank)
+    fresh.sort()
+    kept = (
+        s
+        for s in ps.memo.ranking(pool, gpus).entries
+        if s[4] not in written and (allow_spares or not s[1])
+    )
+    topo_key, topo_value = domain
+    nodes = ps.view.nodes
+    for _, members in itertools.groupby(heapq.merge(kept, fresh), key=itemgetter(0, 1, 2)):
+        elsewhere = []
+        for s in members:
+            if topo_value is None or nodes[s[4]].labels.get(topo_key) == topo_value:
+                yield s[4]
+            else:
+                elsewhere.append(s[4])
+        yield from elsewhere
+
+
+_FEW = 16
+
+
 def _place_gang(
     ps: Pass, cap: Capacity, job: Job, keep: list[Pod], need: int
 ) -> list[tuple[int, Placement]]:
     spec = job.spec
     allow_spares = job.status.started and spec.healing.use_buffer
-    nodes = candidate_nodes(ps, cap, job, allow_spares)
-    most = sum(n.gpus // spec.gpus_per_replica for n in nodes)  # gpusPerReplica >= 1
-    if len(keep) + min(most, need) < spec.min_replicas:
-        return []  # not enough of the gang fits, however it is placed (a waiting job's pass)
+    gpus = spec.gpus_per_replica
     domain = topology_domain(ps.view, keep, spec.topology_key)
-    placements = cap.place(nodes, ps.states, need, spec.gpus_per_replica, domain)
+    # The same placements either way: a few workers (a swap) from the memo's ranking of the
+    # pool; a gang from every candidate scored, skipped at once if it cannot fit at all.
+    if spec.pool is not None and need <= _FEW:
+        ranked = _ranked(ps, cap, spec.pool, gpus, allow_spares, domain)
+        placements = cap.place_in_order(ranked, ps.states, need, gpus)
+    else:
+        nodes = candidate_nodes(ps, cap, job, allow_spares)
+        most = sum(n.gpus // gpus for n in nodes)  # gpusPerReplica >= 1
+        if len(keep) + min(most, need) < spec.min_replicas:
+            return []  # not enough of the gang fits, however it is placed (a waiting job)
+        placements = cap.place(nodes, ps.states, need, gpus, domain)
     if len(keep) + len(placements) < spec.min_replicas:
         return []  # all of the gang or nothing
     cap.commit(placements, spec.gpus_per_replica)

@@ -30,6 +30,7 @@ from valet.model.view import ClusterView, Job, Node, NodeHealth, Pod
 from valet.policy.capacity import GpuBook
 from valet.policy.config import PolicyConfig
 from valet.policy.delta import changed_keys, right_sized
+from valet.policy.ranking import Ranking, Score, score
 from valet.policy.spotbook import SpotBook
 
 IN_SERVICE = frozenset({NodeState.ACTIVE, NodeState.SPARE})
@@ -257,6 +258,7 @@ class PassMemo:
         self.jobs: dict[str, tuple[Job, tuple[Pod, ...], frozenset[str] | None]] = {}
         self.quiet: dict[str, QuietJob] = {}  # see ``jobs._still_quiet``
         self.spot = SpotBook()  # spot pods by pool, counted
+        self.rankings: dict[tuple[str, int], Ranking] = {}  # by pool and pod size
         # Nodes whose Node, Lease, verdict or GPU usage changed since the last view.
         self.touched: set[str] = set()
 
@@ -326,6 +328,8 @@ class PassMemo:
                 self._regroup(order)
         self.touched = {*dirty, *self.gpus.update(view, dirty)}
         self.spot.sync(view, self.touched)
+        for (pool, gpus), ranking in self.rankings.items():
+            ranking.update((name, self._rank(name, pool, gpus)) for name in self.touched)
         if dirty:
             self.out_of_service = right_sized(self.out_of_service)
             self.suspect = right_sized(self.suspect)
@@ -384,6 +388,27 @@ class PassMemo:
                 return key + (clock.now - clock.lease_now)
             heapq.heappop(wakes)
         return None
+
+    def ranking(self, pool: str, gpus: int) -> Ranking:
+        """The pool's nodes that could take a pod of ``gpus`` as the pass began, in the order
+        placement tries them (``policy.ranking``); kept up to date from now on."""
+        ranking = self.rankings.get((pool, gpus))
+        if ranking is None:
+            ranking = self.rankings[(pool, gpus)] = Ranking()
+            members = self.pools[pool].members if pool in self.pools else ()
+            ranking.update((name, self._rank(name, pool, gpus)) for name in members)
+        return ranking
+
+    def _rank(self, name: str, pool: str, gpus: int) -> Score | None:
+        """Where a node ranks for a pod of ``gpus`` of ``pool`` (None: no candidate)."""
+        verdict, book, state = self.verdicts.get(name), self.gpus, self.states.get(name)
+        if verdict is None or verdict.pool != pool or name not in self.in_service:
+            return None  # in service: active or spare, healthy and ready
+        if name not in book.room:
+            return None
+        free, releasing = book.free.get(name, 0), book.releasing.get(name, 0)
+        spot = book.spot_gpus.get(name, 0)
+        return score(free, releasing, spot, state is NodeState.SPARE, gpus, name)
 
     def in_order(self, names: Iterable[str]) -> list[str]:
         """``names`` in the view's order of nodes."""

@@ -168,12 +168,33 @@ class SpotBook:
                 self._put(pod.key, pod, view.nodes)
 
     def _put(self, key: str, pod: Pod | None, nodes: Mapping[str, object]) -> None:
+        owner = self._owner.get(key)
+        if pod is not None and owner is not None and pod.owner == owner:
+            book = self.pools[owner]
+            if _counted_alike(book.pods[key], pod):  # started, say: nothing counted moved
+                book.pods[key] = pod
+                return
         owner = self._owner.pop(key, None)
         if owner is not None:
             self.pools[owner].remove(key)
         if pod is not None and pod.kind is PodKind.SPOT and pod.owner in self.pools:
             self.pools[pod.owner].add(pod, nodes)
             self._owner[key] = pod.owner
+
+
+def _counted_alike(old: Pod, new: Pod) -> bool:
+    """Do the two versions of a spot pod count and index the same (only phase and start
+    time moved between Pending and Running, say)?"""
+    return (
+        old.node == new.node
+        and old.workload == new.workload
+        and old.shard == new.shard
+        and old.gpus == new.gpus
+        and old.live == new.live
+        and old.deleting == new.deleting
+        and (old.phase in ENDED) == (new.phase in ENDED)
+        and old.kind is new.kind
+    )
 
 
 def _new_book(pool: Pool) -> PoolSpot:

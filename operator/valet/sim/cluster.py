@@ -217,8 +217,12 @@ class SimCluster:
     # --- applying plans -----------------------------------------------------------------
 
     def apply(self, plan: Plan, now: float) -> None:
-        for action in plan:
-            self._apply(action, now)
+        actions = plan.actions
+        for i, action in enumerate(actions):
+            if isinstance(action, CreatePod) and _binds(actions, i + 1, action):
+                self._create(action, now, bound_next=True)
+            else:
+                self._apply(action, now)
             for hook in self.on_action:
                 hook(action, now)
 
@@ -263,7 +267,9 @@ class SimCluster:
             case PatchPoolStatus(name=name, status=pool_status):
                 self._patch_pool(name, pool_status)
 
-    def _create(self, a: CreatePod, now: float) -> None:
+    def _create(self, a: CreatePod, now: float, bound_next: bool = False) -> None:
+        """Create the pod; ``bound_next``: the next action binds it, so the index is told of
+        it once, bound (no view comes between the two)."""
         key = f"{a.namespace}/{a.name}"
         if key in self.pods:
             return  # AlreadyExists: creating is idempotent
@@ -282,7 +288,8 @@ class SimCluster:
             created_at=now,
         )
         self.pods[key] = PodRec(pod)
-        self._put_pod(key, pod)
+        if not bound_next:
+            self._put_pod(key, pod)
 
     def _bind(self, key: str, node: str, now: float, healed_at: float | None = None) -> None:
         rec = self.pods.get(key)
@@ -417,6 +424,18 @@ class SimCluster:
             rec.health = NodeHealth(Health.HEALTHY, (), since=at, heartbeat=at)
         self.touch(name)
         return True
+
+
+def _binds(actions: tuple[Action, ...], at: int, create: CreatePod) -> bool:
+    """Does the action at ``at`` bind the pod ``create`` makes?"""
+    if at >= len(actions):
+        return False
+    bind = actions[at]
+    return (
+        isinstance(bind, BindPod)
+        and bind.name == create.name
+        and bind.namespace == create.namespace
+    )
 
 
 def _same_or(last: tuple[_T, ...], now: tuple[_T, ...]) -> tuple[_T, ...]:
