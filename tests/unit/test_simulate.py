@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import math
 
@@ -137,3 +138,15 @@ def test_views_share_every_object_that_did_not_change() -> None:
     assert third.nodes is second.nodes
     assert third.pods[0].phase is PodPhase.RUNNING and first.pods[0].phase is PodPhase.PENDING
     assert third.workers_by_job["ns/j"] == third.pods
+
+
+def test_a_run_leaves_the_cycle_collector_as_it_found_it() -> None:
+    """simulate() collects less often while it runs (it allocates millions of short-lived
+    objects); a program that calls it keeps its own settings."""
+    before = gc.get_threshold()
+    gc.set_threshold(1000, 15, 15)
+    try:
+        simulate(FleetConfig(gpus=64, days=0.5, job_nodes=2))
+        assert gc.get_threshold() == (1000, 15, 15)
+    finally:
+        gc.set_threshold(*before)

@@ -75,21 +75,24 @@ class PodIndex:
         self._changed.add(pod.key)
         if old is None:
             self._order[pod.key] = next(self._counter)
-            self._join(pod)
+            self._member_of[pod.key] = self._groups_of(pod)
+            self._join(pod, self._member_of[pod.key])
             return
-        groups = self._groups_of(pod)
-        if groups == self._member_of[pod.key]:  # the common change: same node, job and pool
-            for group in groups:
-                self._groups[group][pod.key] = pod  # keeps its place in the group
+        groups, before = self._groups_of(pod), self._member_of[pod.key]
+        if groups != before:  # bound, say: it leaves only the groups it is no longer in
+            self._leave(pod.key, [g for g in before if g not in groups])
+            self._join(pod, [g for g in groups if g not in before])
+            self._member_of[pod.key] = groups
+        for group in groups:
+            members = self._groups[group]
+            if pod.key in members:
+                members[pod.key] = pod  # keeps its place in the group
                 self._dirty.add(group)
-            return
-        self._leave(old)
-        self._join(pod, groups)
 
     def remove(self, key: str) -> Pod | None:
         old = self._pods.pop(key, None)
         if old is not None:
-            self._leave(old)
+            self._leave(key, self._member_of.pop(key))
             del self._order[key]
             self._all = None
             self._changed.add(key)
@@ -102,9 +105,8 @@ class PodIndex:
             return (owner,) if owner is not None else ()
         return (("node", node), owner) if owner is not None else (("node", node),)
 
-    def _join(self, pod: Pod, groups: tuple[tuple[str, str], ...] | None = None) -> None:
+    def _join(self, pod: Pod, groups: Iterable[tuple[str, str]]) -> None:
         seq = self._order[pod.key]
-        groups = self._member_of[pod.key] = groups or self._groups_of(pod)
         for group in groups:
             members = self._groups.setdefault(group, {})
             if members and self._order[next(reversed(members))] > seq:
@@ -112,11 +114,11 @@ class PodIndex:
             members[pod.key] = pod
             self._dirty.add(group)
 
-    def _leave(self, pod: Pod) -> None:
-        for group in self._member_of.pop(pod.key):
+    def _leave(self, key: str, groups: Iterable[tuple[str, str]]) -> None:
+        for group in groups:
             members = self._groups.get(group)
             if members is not None:
-                members.pop(pod.key, None)
+                members.pop(key, None)
                 if not members:
                     del self._groups[group]
             self._dirty.add(group)

@@ -8,11 +8,13 @@ spot work and lets jobs shrink elastically.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import gc
 import math
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from valet.model.enums import Health, NodeState, PodKind, PodPhase, Remediation
 from valet.model.plan import Action, EmitEvent, EvictPod, Plan, SetNodeState
@@ -374,11 +376,25 @@ def simulate(
     setups = policies or standard_policies(cfg.buffer_percent, cfg.hot)
     failures = draw_failures(cfg.nodes, cfg.seconds, seed=cfg.seed, scale=cfg.failure_scale)
     results = []
-    for setup in setups:
-        run = FleetRun(cfg, setup, failures)
-        report = (lambda f, name=setup.name: progress(name, f)) if progress else None
-        results.append(run.run(report))
+    with _fewer_collections():
+        for setup in setups:
+            run = FleetRun(cfg, setup, failures)
+            report = (lambda f, name=setup.name: progress(name, f)) if progress else None
+            results.append(run.run(report))
     return results
+
+
+@contextlib.contextmanager
+def _fewer_collections() -> Iterator[None]:
+    """A run allocates millions of short-lived objects (pod versions, views) and makes few
+    cycles: the cycle collector's default (a collection every 700 allocations, each old
+    generation in turn) took 12% of a 100k-GPU run. Restored afterwards."""
+    before = gc.get_threshold()
+    gc.set_threshold(200_000, 50, 1000)
+    try:
+        yield
+    finally:
+        gc.set_threshold(*before)
 
 
 def size_buffer(
