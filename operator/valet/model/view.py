@@ -117,10 +117,10 @@ class Job:
     uid: str = ""
     created_at: float = 0.0
     deleting: bool = False
+    key: str = dataclasses.field(init=False, repr=False, compare=False)  # "namespace/name"
 
-    @property
-    def key(self) -> str:
-        return f"{self.namespace}/{self.name}"
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "key", f"{self.namespace}/{self.name}")
 
 
 @dataclasses.dataclass(frozen=True)
