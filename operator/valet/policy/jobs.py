@@ -418,7 +418,7 @@ def _ranked(
         yield from elsewhere
 
 
-_FEW = 16
+_FEW = 16  # workers placed from the memo's ranking; more (a gang) are scored in full
 
 
 def _place_gang(

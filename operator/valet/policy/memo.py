@@ -7,7 +7,8 @@ judge again only the nodes that changed, whose Lease moved, or whose verdict age
 with time alone (a report going stale, a kubelet passing its grace): a deadline heap
 says which. Per pool it also keeps what the pass would otherwise count over every node:
 nodes by state, unknown health, nodes with a lifecycle step to take, nodes whose marks
-(cordon, spare taint, fence) differ from their state.
+(cordon, spare taint, fence) differ from their state, its spot pods (``SpotBook``) and
+the order placement tries its nodes in (``Ranking``); and the jobs a pass left quiet.
 
 A memo never changes a decision, only its cost: ``decide`` without one starts from an
 empty memo, and a property test checks that a memo kept across passes decides as a fresh
@@ -195,7 +196,7 @@ class PoolBook:
         self.attention: set[str] = set()
         self.marks_off: set[str] = set()
         self.faulted: set[str] = set()  # nodes valet ever drained (``Node.faults``)
-        self.last_faults: list[tuple[float, str]] = []  # theirs, by the time of the last
+        self.last_faults: list[tuple[float, str]] = []  # (last fault, node) of those, sorted
 
     def add(self, name: str, v: Verdict) -> None:
         self.members[name] = v.seen
