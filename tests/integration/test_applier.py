@@ -12,7 +12,7 @@ from pathlib import Path
 import yaml
 
 from tests.emulator.server import Chaos, kubeconfig, serve
-from tests.integration.harness import FAST_RETRY
+from tests.integration.harness import FAST_RETRY, Backend, cluster
 from valet.k8s.apply import Applier
 from valet.k8s.cache import Cache, Kind
 from valet.k8s.client import Api, core_path, load_api_client
@@ -49,34 +49,29 @@ async def test_a_bind_answered_with_a_timeout_leaves_the_pod_bound_in_the_cache(
     assert cache.pods["default/llm-w1"].node == "gpu-7"  # no watch ran: the applier said so
 
 
-async def test_a_name_deleted_twice_then_created_again_is_in_the_cache() -> None:
+async def test_a_name_deleted_twice_then_created_again_is_in_the_cache(backend: Backend) -> None:
     """A worker force-deleted off a dead host, twice (two passes before the watch told the
     first; the second answered 404), then its replacement created under the same name: the
     cache must hold the replacement, or the operator places its rank again and never counts
     the swap (the demo's lemon step on kube-apiserver, about 1 run in 6)."""
-    async with serve() as (_, url):
-        with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / "kubeconfig"
-            path.write_text(yaml.safe_dump(kubeconfig(url)))
-            api = Api(load_api_client(str(path)), retry=FAST_RETRY)
-            pod = {
-                "metadata": {
-                    "name": "llm-1-0",
-                    "namespace": "default",
-                    "labels": {"valet.dev/kind": "worker", "valet.dev/job": "llm"},
-                },
-                "spec": {"schedulerName": "valet", "containers": [{"name": "c", "image": "x"}]},
-            }
-            cache = Cache()
-            try:
-                cache.observe(Kind.POD, await api.call("POST", core_path("pods", "default"), pod))
-                assert "default/llm-1-0" in cache.pods
-                applier = Applier(api, cache)
-                delete = Plan((DeletePod("default", "llm-1-0", Reason.NODE_DRAINING, force=True),))
-                for _ in range(2):
-                    assert not (await applier.apply(delete)).failed
-                assert "default/llm-1-0" not in cache.pods
-                cache.observe(Kind.POD, await api.call("POST", core_path("pods", "default"), pod))
-            finally:
-                api.close()
-    assert "default/llm-1-0" in cache.pods
+    async with cluster(backend, 1) as c:
+        await c.namespace(c.train)
+        pod = {
+            "metadata": {
+                "name": "llm-1-0",
+                "namespace": c.train,
+                "labels": {"valet.dev/kind": "worker", "valet.dev/job": "llm"},
+            },
+            "spec": {"schedulerName": "valet", "containers": [{"name": "c", "image": "x"}]},
+        }
+        key, pods = f"{c.train}/llm-1-0", core_path("pods", c.train)
+        cache = Cache()
+        cache.observe(Kind.POD, await c.api.call("POST", pods, pod))
+        assert key in cache.pods
+        applier = Applier(c.api, cache)
+        delete = Plan((DeletePod(c.train, "llm-1-0", Reason.NODE_DRAINING, force=True),))
+        for _ in range(2):
+            assert not (await applier.apply(delete)).failed
+        assert key not in cache.pods
+        cache.observe(Kind.POD, await c.api.call("POST", pods, pod))
+        assert key in cache.pods
