@@ -110,6 +110,7 @@ class Operator:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        await self.applier.close()
         if self.leader is not None:
             await self.leader.release()
         await self.api.aclose()

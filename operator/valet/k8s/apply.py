@@ -1,9 +1,12 @@
 """Applies a Plan to the cluster, idempotently, and feeds what each write returned to the cache.
 
 The Plan's order is kept where it matters: its actions come in stages (node marks,
-early status, pod actions, status, events) and a stage starts only when the one before
-has finished, so a finished shard is recorded before its pod is deleted. Within a stage,
-actions on different objects run concurrently and actions on one object in order.
+early status, pod actions, status) and a stage starts only when the one before has
+finished, so a finished shard is recorded before its pod is deleted. Within a stage,
+actions on different objects run concurrently and actions on one object in order; a
+node's marks of one pass are one write. A pass's Events are written in the background,
+a few at a time, as client-go's recorder does: a burst's hundreds of Events never hold
+up the next pass.
 
 A pod created and bound in the same pass (its GPUs are free now) is created on its node
 (``spec.nodeName``): one write where a Binding would take two.
@@ -110,12 +113,15 @@ class Applier:
         *,
         clock: Callable[[], float] = time.time,
         concurrency: int = 32,
+        event_concurrency: int = 4,
         on_error: Callable[[Action, errors.ApiError], None] | None = None,
         pod_defaults: codec.PodDefaults = codec.PodDefaults(),
     ) -> None:
         self.api, self.cache, self.clock = api, cache, clock
         self.pod_defaults = pod_defaults
         self._limit = asyncio.Semaphore(concurrency)
+        self._event_limit = asyncio.Semaphore(event_concurrency)
+        self._background: set[asyncio.Task[None]] = set()  # Events being written
         self._seq = itertools.count()
         self.on_error = on_error
         self.rejected: dict[tuple[Kind, str], Rejection] = {}
@@ -123,19 +129,53 @@ class Applier:
         self._events = _EventCorrelator()
 
     async def apply(self, plan: Plan) -> ApplyResult:
+        """Apply ``plan`` and return once all but its Events are written (``flush``
+        waits for those)."""
         result = ApplyResult()
-        for _, stage in itertools.groupby(plan.actions, key=_stage):
+        for name, stage in itertools.groupby(plan.actions, key=_stage):
+            if name == "events":
+                for action in stage:
+                    task = asyncio.create_task(self._event_in_background(action))
+                    self._background.add(task)
+                    task.add_done_callback(self._background.discard)
+                continue
             chains: dict[str, list[Action]] = defaultdict(list)
             for action in stage:
                 chains[_target(action)].append(action)
             await asyncio.gather(*(self._chain(c, result) for c in chains.values()))
         return result
 
+    async def flush(self) -> None:
+        """Wait until the Events of the passes applied so far are written."""
+        while self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
+
+    async def close(self) -> None:
+        """Drop the Events not yet written (they are best effort, as in client-go)."""
+        for task in self._background:
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
+
+    async def _event_in_background(self, action: Action) -> None:
+        async with self._event_limit:
+            try:
+                await self._apply(action)
+            except errors.ApiError as err:
+                await self._report(action, err)
+
     async def _chain(self, actions: list[Action], result: ApplyResult) -> None:
         if isinstance(actions[0], CreatePod) and self._held(actions[0]):
             result.held += 1
             return
         async with self._limit:
+            if isinstance(actions[0], NodeAction):
+                try:
+                    await self._write_node(actions[0].node, actions)  # type: ignore[arg-type]
+                    result.applied += len(actions)
+                except errors.ApiError as err:
+                    result.failed.append((actions[0], err))
+                    await self._report(actions[0], err)
+                return
             pair = _created_bound(actions)
             if pair is not None:  # one write: the pod created on its node
                 create, bind = pair
@@ -172,52 +212,7 @@ class Applier:
     # --- one action --------------------------------------------------------------------
 
     async def _apply(self, action: Action) -> None:
-        now = self.clock()
         match action:
-            case SetNodeState(node=node, state=state):
-                await self._patch_node(
-                    node,
-                    {
-                        "metadata": {
-                            "labels": {STATE_LABEL: state.value},
-                            "annotations": {codec.STATE_SINCE: to_rfc3339(now)},
-                        }
-                    },
-                )
-            case SetCordon(node=node, cordoned=cordoned):
-                await self._patch_node(node, {"spec": {"unschedulable": cordoned or None}})
-            case SetSpareTaint(node=node, present=present):
-                await self._update_node(
-                    node, lambda raw: {"spec": {"taints": codec.spare_taint_patch(raw, present)}}
-                )
-            case SetOutOfService(node=node, present=present):
-                await self._update_node(
-                    node,
-                    lambda raw: {
-                        "spec": {"taints": codec.out_of_service_taint_patch(raw, present)}
-                    },
-                )
-            case RecordFault(node=node, at=at):
-                await self._update_node(
-                    node,
-                    lambda raw: {
-                        "metadata": {
-                            "annotations": {
-                                codec.FAULT_HISTORY: codec.fault_history_after(
-                                    codec.meta(raw).get("annotations") or {}, at
-                                )
-                            }
-                        }
-                    },
-                )
-            case RequestRemediation(node=node, kind=kind, attempt=attempt):
-                request = remediation.request(kind, attempt, now)
-                await self._patch_node(node, {"metadata": {"annotations": request}})
-            case ClearRemediation(node=node, clear_faults=clear_faults):
-                cleared: dict[str, None] = dict.fromkeys(remediation.ALL_KEYS)
-                if clear_faults:
-                    cleared[codec.FAULT_HISTORY] = None
-                await self._patch_node(node, {"metadata": {"annotations": cleared}})
             case EvictPod(namespace=ns, name=name, grace_seconds=grace):
                 await self._evict(ns, name, grace)
             case DeletePod(namespace=ns, name=name, force=force):
@@ -236,6 +231,14 @@ class Applier:
                 )
             case EmitEvent(kind=kind, namespace=ns, name=name, type=type_, reason=reason):
                 await self.event(kind, ns, name, type_, reason.value, action.message)
+
+    async def _write_node(self, node: str, actions: list[NodeAction]) -> None:
+        """A pass's actions on one node, in one write (a burst moves hundreds of nodes)."""
+        now = self.clock()
+        if any(isinstance(a, _READS_NODE) for a in actions):
+            await self._update_node(node, lambda raw: _node_patch(actions, raw, now))
+        else:
+            await self._patch_node(node, _node_patch(actions, {}, now))
 
     async def _patch_node(self, node: str, body: dict[str, Any]) -> None:
         try:
@@ -610,6 +613,58 @@ _API_VERSION = {
     "Node": "v1",
     "Pod": "v1",
 }
+
+
+NodeAction = (
+    SetNodeState
+    | SetCordon
+    | SetSpareTaint
+    | SetOutOfService
+    | RecordFault
+    | RequestRemediation
+    | ClearRemediation
+)
+_READS_NODE = (SetSpareTaint, SetOutOfService, RecordFault)  # computed from the node's fields
+
+
+def _node_patch(actions: list[NodeAction], raw: codec.Raw, now: float) -> dict[str, Any]:
+    """One merge patch that writes ``actions`` in order onto the node ``raw``: each is
+    computed from the node as the ones before it left it."""
+    patch: dict[str, Any] = {}
+    node: Any = raw
+    for action in actions:
+        step = _node_action_patch(action, node, now)
+        patch = codec.merge_patch(patch, step, keep_nulls=True)
+        node = codec.merge_patch(node, step)
+    return patch
+
+
+def _node_action_patch(action: NodeAction, raw: codec.Raw, now: float) -> dict[str, Any]:
+    match action:
+        case SetNodeState(state=state):
+            return {
+                "metadata": {
+                    "labels": {STATE_LABEL: state.value},
+                    "annotations": {codec.STATE_SINCE: to_rfc3339(now)},
+                }
+            }
+        case SetCordon(cordoned=cordoned):
+            return {"spec": {"unschedulable": cordoned or None}}
+        case SetSpareTaint(present=present):
+            return {"spec": {"taints": codec.spare_taint_patch(raw, present)}}
+        case SetOutOfService(present=present):
+            return {"spec": {"taints": codec.out_of_service_taint_patch(raw, present)}}
+        case RecordFault(at=at):
+            annotations = codec.meta(raw).get("annotations") or {}
+            history = codec.fault_history_after(annotations, at)
+            return {"metadata": {"annotations": {codec.FAULT_HISTORY: history}}}
+        case RequestRemediation(kind=kind, attempt=attempt):
+            return {"metadata": {"annotations": remediation.request(kind, attempt, now)}}
+        case ClearRemediation(clear_faults=clear_faults):
+            cleared: dict[str, None] = dict.fromkeys(remediation.ALL_KEYS)
+            if clear_faults:
+                cleared[codec.FAULT_HISTORY] = None
+            return {"metadata": {"annotations": cleared}}
 
 
 def _uid(cache: Cache, kind: str, namespace: str | None, name: str) -> str:

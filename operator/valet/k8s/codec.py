@@ -83,6 +83,20 @@ class PodDefaults:
 # --- reading -------------------------------------------------------------------------------
 
 
+def merge_patch(target: Any, patch: Any, *, keep_nulls: bool = False) -> Any:
+    """``patch`` applied to ``target`` as a JSON merge patch (RFC 7386). With
+    ``keep_nulls``, two patches made into one: a null stays, to delete when it is sent."""
+    if not isinstance(patch, Mapping):
+        return patch
+    merged = dict(target) if isinstance(target, Mapping) else {}
+    for key, value in patch.items():
+        if value is None and not keep_nulls:
+            merged.pop(key, None)
+        else:
+            merged[key] = merge_patch(merged.get(key), value, keep_nulls=keep_nulls)
+    return merged
+
+
 def meta(raw: Raw) -> Mapping[str, Any]:
     value = raw.get("metadata")
     return value if isinstance(value, Mapping) else {}
