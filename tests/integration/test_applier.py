@@ -34,6 +34,7 @@ from valet.model.plan import (
     ClearRemediation,
     DeletePod,
     EmitEvent,
+    EvictPod,
     Plan,
     RecordFault,
     RequestRemediation,
@@ -106,10 +107,12 @@ class CountingApi:
 
     def __init__(self, api: Api) -> None:
         self.api, self.writes = api, Counter[str]()
+        self.calls: list[str] = []  # in the order they were made
         self.events = asyncio.Event()
         self.events.set()
 
     async def call(self, method: str, path: str, *args: Any, **kwargs: Any) -> Any:
+        self.calls.append(path)
         if "/events" in path:
             await self.events.wait()
         answer = await self.api.call(method, path, *args, **kwargs)
@@ -200,3 +203,20 @@ async def test_a_pass_does_not_wait_for_its_events(backend: Backend) -> None:
             if e["involvedObject"]["name"] == name and e["reason"] == "NodeDraining"
         ]
         assert sum(e["count"] for e in written) == len(events)  # some combined, none lost
+
+
+async def test_what_a_job_waits_for_is_written_first(backend: Backend) -> None:
+    """In a burst the writes queue at the client's rate limit: the replacement's bind goes
+    first, then the evictions that free its spare (their notice starts when written),
+    then the hot-spare refill, whatever the plan's order."""
+    async with cluster(backend, 1) as c:
+        await c.namespace(c.batch)
+        api = CountingApi(c.api)
+        applier = Applier(api, Cache(), concurrency=4)  # type: ignore[arg-type]
+        refill = [EvictPod(c.batch, f"spot-{i}", 60, Reason.HOT_SPARE) for i in range(12)]
+        for_the_spare = EvictPod(c.batch, "spot-x", 60, Reason.SPOT_PREEMPTED)
+        bind = BindPod(c.batch, "llm-1-0", c.nodes[0])
+        await applier.apply(Plan((*refill, for_the_spare, bind)))
+        pods = [p.rsplit("/pods/", 1)[1] for p in api.calls if "/pods/" in p]
+        assert pods[:2] == ["llm-1-0/binding", "spot-x/eviction"]
+        assert len(pods) == 2 + len(refill)

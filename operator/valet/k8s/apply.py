@@ -3,10 +3,10 @@
 The Plan's order is kept where it matters: its actions come in stages (node marks,
 early status, pod actions, status) and a stage starts only when the one before has
 finished, so a finished shard is recorded before its pod is deleted. Within a stage,
-actions on different objects run concurrently and actions on one object in order; a
-node's marks of one pass are one write. A pass's Events are written in the background,
-a few at a time, as client-go's recorder does: a burst's hundreds of Events never hold
-up the next pass.
+actions on different objects run concurrently (what a training job waits for first) and
+actions on one object in order; a node's marks of one pass are one write. A pass's
+Events are written in the background, a few at a time, as client-go's recorder does: a
+burst's hundreds of Events never hold up the next pass.
 
 A pod created and bound in the same pass (its GPUs are free now) is created on its node
 (``spec.nodeName``): one write where a Binding would take two.
@@ -44,7 +44,7 @@ from valet.k8s import codec, errors
 from valet.k8s.cache import Cache, Kind
 from valet.k8s.client import MERGE, Api, core_path, node_path, valet_path
 from valet.model import remediation
-from valet.model.enums import STATE_LABEL, EventType, PodKind
+from valet.model.enums import STATE_LABEL, EventType, PodKind, Reason
 from valet.model.plan import (
     Action,
     BindPod,
@@ -97,6 +97,20 @@ def _stage(action: Action) -> str:
     return "nodes"
 
 
+def _urgency(chain: list[Action]) -> int:
+    """Which writes of a stage go first when the client's rate limit makes them queue (a
+    burst): what a training job waits for, then the spot evictions that free its spares
+    (their notice starts when they are written), then the rest."""
+    match chain[0]:
+        case CreatePod(kind=PodKind.WORKER) | BindPod():
+            return 0
+        case DeletePod(reason=Reason.NODE_DRAINING) | EvictPod(reason=Reason.NODE_DRAINING):
+            return 0
+        case EvictPod(reason=Reason.SPOT_PREEMPTED):
+            return 1
+    return 2
+
+
 def _target(action: Action) -> str:
     """The object an action writes: actions on one object run in order, others concurrently."""
     if isinstance(action, EmitEvent):
@@ -142,7 +156,8 @@ class Applier:
             chains: dict[str, list[Action]] = defaultdict(list)
             for action in stage:
                 chains[_target(action)].append(action)
-            await asyncio.gather(*(self._chain(c, result) for c in chains.values()))
+            ordered = sorted(chains.values(), key=_urgency)  # first in line for the rate limit
+            await asyncio.gather(*(self._chain(c, result) for c in ordered))
         return result
 
     async def flush(self) -> None:
