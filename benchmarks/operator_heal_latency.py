@@ -91,6 +91,7 @@ import datetime
 import io
 import json
 import multiprocessing
+import multiprocessing.connection
 import os
 import pstats
 import resource
@@ -221,8 +222,23 @@ class _AuditLog:
         return counts
 
 
+def _exit_with_parent() -> None:
+    """End this child process when the benchmark's process ends, even when that was killed:
+    an orphaned emulator or fleet of simulated nodes would load the next benchmark."""
+    parent = multiprocessing.parent_process()
+    if parent is None:
+        return
+
+    def watch() -> None:
+        multiprocessing.connection.wait([parent.sentinel])
+        os.kill(os.getpid(), signal.SIGTERM)  # --envtest: its handler stops the control plane
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
 def _emulator_process(path: str, ready: Any, conn: Any) -> None:
     """The API emulator, alone in its process (a loop of its own, as a real API server)."""
+    _exit_with_parent()
 
     async def main() -> None:
         async with serve() as (emulator, url):
@@ -244,6 +260,7 @@ def _envtest_process(path: str, ready: Any, conn: Any) -> None:
     kube-apiserver from KUBEBUILDER_ASSETS, with kube-controller-manager and kube-scheduler
     when they are there), started from this process (it dies with it) and watched from here:
     the writes from kube-apiserver's audit log, the Leases by listing them."""
+    _exit_with_parent()
     workdir = Path(tempfile.mkdtemp(prefix="valet-bench-"))
     (workdir / "audit-policy.yaml").write_text(AUDIT_POLICY)
     audit = workdir / "audit.log"
@@ -290,6 +307,7 @@ def _nodes_process(
 ) -> None:
     """The simulated nodes, in a process of their own: in the emulator's, a write storm from
     the operator starved their Lease renewals and 1,228 of 4,096 nodes looked dead."""
+    _exit_with_parent()
 
     async def main() -> None:
         api = Api(load_api_client(path), retry=RETRY, max_in_flight=16)
