@@ -53,6 +53,7 @@ from valet.model.plan import (
     DeletePod,
     EmitEvent,
     EvictPod,
+    NodeAction,
     PatchJobStatus,
     PatchPoolStatus,
     Plan,
@@ -630,15 +631,6 @@ _API_VERSION = {
 }
 
 
-NodeAction = (
-    SetNodeState
-    | SetCordon
-    | SetSpareTaint
-    | SetOutOfService
-    | RecordFault
-    | RequestRemediation
-    | ClearRemediation
-)
 _READS_NODE = (SetSpareTaint, SetOutOfService, RecordFault)  # computed from the node's fields
 
 

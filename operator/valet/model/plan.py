@@ -134,7 +134,7 @@ class EmitEvent:
     message: str
 
 
-Action = (
+NodeAction = (  # marks on a Node object
     SetNodeState
     | SetCordon
     | SetSpareTaint
@@ -142,6 +142,9 @@ Action = (
     | RecordFault
     | RequestRemediation
     | ClearRemediation
+)
+Action = (
+    NodeAction
     | EvictPod
     | DeletePod
     | CreatePod
