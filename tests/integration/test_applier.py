@@ -19,6 +19,7 @@ from tests.integration.harness import FAST_RETRY, Backend, cluster
 from valet.k8s.apply import Applier
 from valet.k8s.cache import Cache, Kind
 from valet.k8s.client import MERGE, Api, core_path, load_api_client, node_path
+from valet.k8s.codec import FAULT_HISTORY
 from valet.model import remediation
 from valet.model.enums import (
     OUT_OF_SERVICE_TAINT,
@@ -43,6 +44,7 @@ from valet.model.plan import (
     SetOutOfService,
     SetSpareTaint,
 )
+from valet.model.timefmt import to_rfc3339
 
 
 async def test_a_bind_answered_with_a_timeout_leaves_the_pod_bound_in_the_cache() -> None:
@@ -154,7 +156,7 @@ async def test_a_nodes_marks_of_one_pass_are_one_write(backend: Backend) -> None
         assert drained["metadata"]["labels"][STATE_LABEL] == "draining"
         assert drained["spec"]["unschedulable"] is True
         assert [t["key"] for t in drained["spec"]["taints"]] == [other["key"], OUT_OF_SERVICE_TAINT]
-        assert "2026-" in annotations["valet.dev/fault-history"]
+        assert to_rfc3339(fault) in annotations[FAULT_HISTORY]
         assert annotations[remediation.REQUEST] == "reboot"
 
         back = Plan(
@@ -173,7 +175,7 @@ async def test_a_nodes_marks_of_one_pass_are_one_write(backend: Backend) -> None
         assert not spare["spec"].get("unschedulable")
         assert [t["key"] for t in spare["spec"]["taints"]] == [other["key"], SPARE_TAINT]
         left = spare["metadata"].get("annotations") or {}
-        assert not {remediation.REQUEST, "valet.dev/fault-history"} & left.keys()
+        assert not {remediation.REQUEST, FAULT_HISTORY} & left.keys()
 
 
 async def test_a_pass_does_not_wait_for_its_events(backend: Backend) -> None:
