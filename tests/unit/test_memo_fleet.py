@@ -72,6 +72,32 @@ def test_a_waiting_job_sees_room_a_lost_write_left() -> None:
     )
     waiting = dataclasses.replace(waiting, status=reported)  # the status write landed
     plan(first, waiting)  # a's pod did not: a takes n0 again, and b waits without a write
-    assert "ns/b" in memo.quiet
+    assert "ns/b" not in memo.quiet  # n0 may still be free: b is decided again
     created = [a for a in plan(waiting).actions if isinstance(a, CreatePod)]
     assert [(a.owner, a.nominated_node) for a in created] == [("ns/b", "n0")]
+
+
+def test_a_waiting_gang_counts_the_room_a_lost_write_left() -> None:
+    """Gang b needs two nodes. Job a (first by priority) takes the only free one, n0, in
+    passes whose writes never land, and b waits. When a is deleted and n1 joins, only n1
+    changed, yet b must now take both: it counted n0 as room it might yet be offered."""
+    first, gang = job("a", replicas=1, priority=10), job("b", replicas=2)
+    memo = PassMemo()
+
+    def plan(names: tuple[str, ...], *jobs: Job) -> Plan:
+        nodes = {name: node(name) for name in names}
+        view = ClusterView(nodes=nodes, pods=(), jobs=jobs, pools=(pool(buffer=0),))
+        planned = decide(view, NOW, CONFIG, memo)
+        assert planned == decide(view, NOW, CONFIG)
+        return planned
+
+    reported = next(
+        a.status
+        for a in plan(("n0",), first, gang).actions
+        if isinstance(a, PatchJobStatus) and a.name == "b"
+    )
+    gang = dataclasses.replace(gang, status=reported)
+    plan(("n0",), first, gang)
+    assert memo.quiet["ns/b"].room_wanted == 1  # two wanted, less n0's room
+    created = [a for a in plan(("n0", "n1"), gang).actions if isinstance(a, CreatePod)]
+    assert sorted(a.nominated_node or "" for a in created) == ["n0", "n1"]

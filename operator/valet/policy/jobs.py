@@ -11,8 +11,8 @@ from __future__ import annotations
 import dataclasses
 import heapq
 import itertools
-from collections.abc import Iterator
-from operator import itemgetter
+from collections.abc import Callable, Iterable, Iterator
+from operator import attrgetter, itemgetter
 
 from valet.model.enums import (
     JOB_LABEL,
@@ -31,6 +31,8 @@ from valet.policy.capacity import Capacity, Placement, choose_victims, topology_
 from valet.policy.memo import QuietJob
 from valet.policy.pass_ import Pass
 from valet.policy.ranking import Score, score
+
+_phase = attrgetter("phase")
 
 
 @dataclasses.dataclass
@@ -67,50 +69,77 @@ def _reconcile(ps: Pass, cap: Capacity, job: Job) -> None:
             if w.live:
                 ps.delete_pod(w, Reason.WORKER_REMOVED)
         return
-    if _steady(ps, job, workers) or _still_quiet(ps, cap, job, workers):
+    if _steady(ps, job, workers) or _still_quiet(ps, job, workers):
         return
     wrote = ps.writes()
-    missing = _reconcile_fully(ps, cap, job, workers)
-    if missing is None or ps.writes() != wrote:
+    room_wanted = _reconcile_fully(ps, cap, job, workers)
+    if room_wanted is None or ps.writes() != wrote:
         ps.memo.quiet.pop(job.key, None)
         return
+    if room_wanted:
+        # The nodes this pass wrote about before the job's turn: the cluster may still
+        # hold what they offered as the pass began (the writes may never land).
+        written = ps.changed.union(
+            cap.free.written(), cap.bound.written(), cap.releasing.written(), cap.spot.written()
+        )
+        room_wanted -= _offered(ps, job, written)
+        if room_wanted <= 0:
+            ps.memo.quiet.pop(job.key, None)
+            return
     nodes = {n for w in workers if (n := w.node or w.nominated_node) is not None}
-    written = ps.changed.union(
-        cap.free.written(), cap.bound.written(), cap.releasing.written(), cap.spot.written()
-    )
-    ps.memo.quiet[job.key] = QuietJob(
-        job, workers, frozenset(nodes), missing > 0, job.spec.pool, frozenset(written)
-    )
+    ps.memo.quiet[job.key] = QuietJob(job, workers, frozenset(nodes), room_wanted)
 
 
-def _still_quiet(ps: Pass, cap: Capacity, job: Job, workers: tuple[Pod, ...]) -> bool:
+def _still_quiet(ps: Pass, job: Job, workers: tuple[Pod, ...]) -> bool:
     """The job and its workers are as when a reconcile last wrote nothing, and would write
-    nothing again: none of its nodes changed, and (if it is short of workers) no node of
-    its pool can offer more than it did then. Room only shrinks within a pass, and placing
-    fewer GPUs never places more workers, so the gang still does not fit."""
+    nothing again: none of its nodes changed, and (if it is short of workers) the nodes
+    that changed since cannot offer the placements it lacked then.
+
+    A gang's placements are the sum of what each candidate node can take, up to the need.
+    A node that did not change offers at most what it did then; one that changed, at most
+    what ``_offered`` counts for it when it last changed (its room as that pass began:
+    a pass only takes room). So the placements the job lacked are counted down as nodes
+    change, and it is decided again once they could be there."""
     quiet = ps.memo.quiet.get(job.key)
     if quiet is None or quiet.job is not job or quiet.workers is not workers:
         return False
     changed = ps.memo.touched | ps.changed
     if not quiet.nodes.isdisjoint(changed):
         return False
-    if not quiet.needs_room:
+    if not quiet.room_wanted:
         return True
-    verdicts, in_service, room, pool = ps.memo.verdicts, ps.in_service, cap.room, quiet.pool
-    return not any(
-        name in in_service
-        and name in room
-        and (home := verdicts[name].pool) is not None
-        and (pool is None or home == pool)
-        for name in changed | quiet.written
-    )
+    offered = _offered(ps, job, changed)
+    if offered >= quiet.room_wanted:
+        return False
+    if offered:
+        ps.memo.quiet[job.key] = dataclasses.replace(quiet, room_wanted=quiet.room_wanted - offered)
+    return True
+
+
+def _offered(ps: Pass, job: Job, names: Iterable[str]) -> int:
+    """At most how many of the job's workers ``names`` could take: the workers their room
+    (free, releasing and spot GPUs as the pass began) holds, on the nodes of the job's pool
+    in service as the pass began or now."""
+    memo, pool, gpus = ps.memo, job.spec.pool, job.spec.gpus_per_replica
+    book, verdicts, offered = memo.gpus, memo.verdicts, 0
+    for name in names:
+        if (
+            name in book.room
+            and (name in memo.in_service or name in ps.in_service)
+            and (home := verdicts[name].pool) is not None
+            and (pool is None or home == pool)
+        ):
+            room = book.free.get(name, 0) + book.releasing.get(name, 0)
+            offered += max(0, room + book.spot_gpus.get(name, 0)) // gpus
+    return offered
 
 
 def _reconcile_fully(ps: Pass, cap: Capacity, job: Job, workers: tuple[Pod, ...]) -> int | None:
-    """Reconcile one job; returns how many workers it is still short of, or None when
-    time alone will change what it does (a restart backoff) or it finished."""
+    """Reconcile one job; returns how many more placements than it found room for it would
+    take to place any worker (0: it is not short of workers), or None when time alone will
+    change what it does (a restart backoff) or it finished."""
     spec, old = job.spec, job.status
-    if any(w.phase is PodPhase.SUCCEEDED for w in workers):
+    if PodPhase.SUCCEEDED in map(_phase, workers):
         for w in workers:
             if w.live:
                 ps.delete_pod(w, Reason.JOB_SUCCEEDED)
@@ -139,14 +168,17 @@ def _reconcile_fully(ps: Pass, cap: Capacity, job: Job, workers: tuple[Pod, ...]
     placed: list[tuple[int, Placement]] = []
     need = target - len(keep)
     backoff = need > 0 and ps.now < heal.backoff_until
+    room_wanted = 0
     if backoff:
         ps.wake(heal.backoff_until)
     elif need > 0:
-        placed = _place_gang(ps, cap, job, keep, need)
+        placed, found = _place_gang(ps, cap, job, keep, need)
         _act_on_placements(ps, job, placed, heal)
+        if len(placed) < need:
+            room_wanted = max(1, spec.min_replicas - len(keep) - found)
 
     _report(ps, job, keep, placed, heal, target)
-    return None if backoff else need - len(placed)
+    return None if backoff else room_wanted
 
 
 # A replacement seen Running this long after its bind is not timed (a status written before
@@ -213,7 +245,11 @@ def _count_unrecorded_swaps(ps: Pass, job: Job, workers: tuple[Pod, ...], heal: 
     the bind and the status write. The bind stamped ``healed_at`` on the pod, so the count
     is recovered from the cluster, once (``lastHeal`` then records the latest of them)."""
     recorded = heal.last_heal
-    unrecorded = [(bound, w) for w in workers if (bound := _unrecorded(w, recorded))]
+    unrecorded = [
+        (bound, w)
+        for w in workers
+        if w.healed_at is not None and (bound := _unrecorded(w, recorded))
+    ]
     for (healed_at, node), w in sorted(unrecorded, key=lambda pair: pair[0]):
         heal.swaps += 1
         fault_at = w.fault_at if w.fault_at is not None else healed_at
@@ -231,8 +267,10 @@ def _count_unrecorded_swaps(ps: Pass, job: Job, workers: tuple[Pod, ...], heal: 
 def _sort_out_workers(ps: Pass, job: Job, workers: tuple[Pod, ...], heal: _Heal) -> list[Pod]:
     """Remove workers from bad nodes and failed ones; return the workers that stay."""
     keep: list[Pod] = []
+    leaving, nodes = ps.out_of_service, ps.view.nodes  # as ``Pass.bad`` reads them
     for w in workers:
-        on_bad = ps.bad(w.node) or (w.node is None and ps.bad(w.nominated_node))
+        at = w.node if w.node is not None else w.nominated_node
+        on_bad = at is not None and (at in leaving or at not in nodes)
         if w.deleting:
             if on_bad and w.rank is not None and w.node is not None:
                 heal.lost.setdefault(w.rank, (w.node, ps.fault_time(w.node)))
@@ -378,11 +416,12 @@ def _ranked(
     pool: str,
     gpus: int,
     allow_spares: bool,
-    domain: tuple[str, str | None],
+    domain: Callable[[], tuple[str, str | None]],
 ) -> Iterator[str]:
     """The pool's candidate nodes in the order ``Capacity.place`` would try them, read from
     the memo's ranking (as the pass began) with the nodes this pass wrote about scored
-    afresh: within each class of the ranking, the job's topology domain first."""
+    afresh: within each class of the ranking, the job's topology domain first (found
+    only once there is a candidate: a waiting job mostly has none)."""
     written = ps.changed.union(cap.free.written(), cap.releasing.written(), cap.spot.written())
     states, verdicts = ps.states, ps.memo.verdicts
     wanted = (NodeState.ACTIVE, NodeState.SPARE) if allow_spares else (NodeState.ACTIVE,)
@@ -406,9 +445,12 @@ def _ranked(
         for s in ps.memo.ranking(pool, gpus).entries
         if s[4] not in written and (allow_spares or not s[1])
     )
-    topo_key, topo_value = domain
     nodes = ps.view.nodes
+    topo_key: str | None = None
+    topo_value: str | None = None
     for _, members in itertools.groupby(heapq.merge(kept, fresh), key=itemgetter(0, 1, 2)):
+        if topo_key is None:
+            topo_key, topo_value = domain()
         elsewhere = []
         for s in members:
             if topo_value is None or nodes[s[4]].labels.get(topo_key) == topo_value:
@@ -423,11 +465,17 @@ _FEW = 16  # workers placed from the memo's ranking; more (a gang) are scored in
 
 def _place_gang(
     ps: Pass, cap: Capacity, job: Job, keep: list[Pod], need: int
-) -> list[tuple[int, Placement]]:
+) -> tuple[list[tuple[int, Placement]], int]:
+    """The workers placed (all of the gang's minimum, or none), and how many placements
+    the pool had room for (at most: when the gang cannot fit at all, a bound from the
+    candidates' GPUs)."""
     spec = job.spec
     allow_spares = job.status.started and spec.healing.use_buffer
     gpus = spec.gpus_per_replica
-    domain = topology_domain(ps.view, keep, spec.topology_key)
+
+    def domain() -> tuple[str, str | None]:
+        return topology_domain(ps.view, keep, spec.topology_key)
+
     # The same placements either way: a few workers (a swap) from the memo's ranking of the
     # pool; a gang from every candidate scored, skipped at once if it cannot fit at all.
     if spec.pool is not None and need <= _FEW:
@@ -437,14 +485,14 @@ def _place_gang(
         nodes = candidate_nodes(ps, cap, job, allow_spares)
         most = sum(n.gpus // gpus for n in nodes)  # gpusPerReplica >= 1
         if len(keep) + min(most, need) < spec.min_replicas:
-            return []  # not enough of the gang fits, however it is placed (a waiting job)
-        placements = cap.place(nodes, ps.states, need, gpus, domain)
+            return [], most  # not enough of the gang fits, however it is placed (waiting)
+        placements = cap.place(nodes, ps.states, need, gpus, domain())
     if len(keep) + len(placements) < spec.min_replicas:
-        return []  # all of the gang or nothing
+        return [], len(placements)  # all of the gang or nothing
     cap.commit(placements, spec.gpus_per_replica)
     taken = {w.rank for w in keep}
     ranks = [r for r in range(spec.max_replicas + len(keep) + need) if r not in taken]
-    return list(zip(ranks, placements, strict=False))
+    return list(zip(ranks, placements, strict=False)), len(placements)
 
 
 def _act_on_placements(
@@ -489,8 +537,11 @@ def _report(
 ) -> None:
     old, spec = job.status, job.spec
     total = len(keep) + len(placed)
-    bound = sum(1 for w in keep if w.node is not None) + heal.binds
-    ready = sum(1 for w in keep if w.node is not None and w.phase is PodPhase.RUNNING)
+    bound, ready = heal.binds, 0
+    for w in keep:
+        if w.node is not None:
+            bound += 1
+            ready += w.phase is PodPhase.RUNNING
     if target == 0:
         phase, message = JobPhase.WAITING, "scaled to zero"
     elif total < spec.min_replicas:

@@ -174,16 +174,15 @@ def _judge(
 @dataclasses.dataclass(frozen=True, slots=True)
 class QuietJob:
     """A job whose last reconcile wrote nothing: the same job and workers decide the same
-    while none of its nodes changed and no node it could be placed on gained room."""
+    while none of its nodes changed and the nodes that did could not offer the room it
+    lacked (see ``jobs._still_quiet``)."""
 
     job: Job
     workers: tuple[Pod, ...]
     nodes: frozenset[str]  # where its workers are bound or nominated
-    needs_room: bool  # it is short of workers and found no room for them
-    pool: str | None  # the pool its workers may go to (None: any)
-    # Nodes that pass had written about before the job's turn (their GPUs taken, their
-    # state changed): what the job saw of them was not what the cluster holds.
-    written: frozenset[str]
+    # Placements the nodes that change must offer before the job could write (0: it is
+    # not short of workers, and room does not wake it).
+    room_wanted: int
 
 
 class PoolBook:
