@@ -22,7 +22,6 @@ from collections.abc import Callable
 from typing import Any
 
 from valet.model.enums import Health
-from valet.model.podindex import PodIndex
 from valet.model.view import ClusterView, NodeHealth
 from valet.policy import PassMemo, PolicyConfig, buffer, jobs, lifecycle, spot
 from valet.policy.capacity import Capacity
@@ -80,8 +79,8 @@ def main() -> None:
         os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
     run, now = steady_fleet(args.nodes)
     full = run.cluster.view()
-    pods, index = PodIndex(full.pods).snapshot()
-    indexed = dataclasses.replace(full, pods=pods, index=index)
+    indexed = full  # the simulator's view is indexed by its PodIndex
+    scan = tuple(full.pods)
     kept = PassMemo()
     stages(indexed, now, run.policy, kept)
     names = list(indexed.nodes)
@@ -93,7 +92,7 @@ def main() -> None:
         return dataclasses.replace(indexed, nodes=nodes)
 
     variants: dict[str, Callable[[int], tuple[ClusterView, PassMemo]]] = {
-        "full scan": lambda i: (dataclasses.replace(full, index=None), PassMemo()),
+        "full scan": lambda i: (dataclasses.replace(full, pods=scan, index=None), PassMemo()),
         "pod index": lambda i: (indexed, PassMemo()),
         "memo, steady": lambda i: (indexed, kept),
         "memo, 1 fault": lambda i: (one_failed(i), kept),

@@ -132,8 +132,8 @@ class Invariants:
                 self._records[key] = rec
             if self.index.pods.get(key) is not rec.pod:
                 self.index.put(rec.pod)
-        pods, index = self.index.snapshot()
-        return dataclasses.replace(view, pods=pods, index=index)
+        index = self.index.snapshot()
+        return dataclasses.replace(view, pods=index.pods, index=index)
 
     def _on_action(self, action: object, now: float) -> None:
         if isinstance(action, BindPod):

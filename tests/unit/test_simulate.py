@@ -136,8 +136,9 @@ def test_views_share_every_object_that_did_not_change() -> None:
     cluster.advance(5.0)  # the worker starts
     third = cluster.view()
     assert third.nodes is second.nodes
-    assert third.pods[0].phase is PodPhase.RUNNING and first.pods[0].phase is PodPhase.PENDING
-    assert third.workers_by_job["ns/j"] == third.pods
+    [started], [pending] = third.pods, first.pods
+    assert started.phase is PodPhase.RUNNING and pending.phase is PodPhase.PENDING
+    assert third.workers_by_job["ns/j"] == (started,)
 
 
 def test_a_run_leaves_the_cycle_collector_as_it_found_it() -> None:

@@ -90,10 +90,10 @@ def test_a_spot_book_fed_pod_by_pod_settles_as_a_fresh_pass(events) -> None:
 
     def check() -> None:
         status = SpotPoolStatus(shards=(ShardStatus("inf", SHARDS, done),))
-        listed, idx = pods.snapshot()
+        idx = pods.snapshot()
         view = ClusterView(
             nodes=dict(nodes),
-            pods=listed,
+            pods=idx.pods,
             index=idx,
             pools=(dataclasses.replace(pool(0, **spec), status=status),),
         )
@@ -142,8 +142,8 @@ def test_a_second_pod_of_a_shard_finished_in_this_pass_is_stopped_with_it() -> N
     pools = (pool(0, workloads=[workload(shards=SHARDS)]),)
 
     def plan() -> list[str]:
-        listed, idx = pods.snapshot()
-        view = ClusterView(nodes=nodes, pods=listed, index=idx, pools=pools)
+        idx = pods.snapshot()
+        view = ClusterView(nodes=nodes, pods=idx.pods, index=idx, pools=pools)
         planned = decide(view, NOW, CONFIG, memo)
         assert planned == decide(view, NOW, CONFIG)
         return sorted(a.name for a in planned.actions if isinstance(a, DeletePod))

@@ -244,10 +244,10 @@ class Cache:
             del self.leases[name]
 
     def view(self) -> ClusterView:
-        pods, index = self._pod_index.snapshot()
+        index = self._pod_index.snapshot()
         return ClusterView(
             nodes=dict(self.nodes),
-            pods=pods,
+            pods=index.pods,
             index=index,
             jobs=tuple(self.jobs.values()),
             pools=tuple(self.pools.values()),

@@ -9,7 +9,7 @@ with a change).
 
 Every tuple in a snapshot keeps the order of ``pods`` (the order pods were first
 added), exactly as the same index computed from scratch (``ClusterView`` without an
-index) would, so a pass decides the same either way.
+index, over the pods in that order) would, so a pass decides the same either way.
 """
 
 from __future__ import annotations
@@ -60,7 +60,6 @@ class PodIndex:
         self._changed: set[str] = set()  # pod keys put or removed since the last snapshot
         self._by_job: dict[str, tuple[Pod, ...]] = {}
         self._by_pool: dict[str, tuple[Pod, ...]] = {}
-        self._all: tuple[Pod, ...] | None = None
         for pod in pods:
             self.put(pod)
 
@@ -71,7 +70,6 @@ class PodIndex:
     def put(self, pod: Pod) -> None:
         old = self._pods.get(pod.key)
         self._pods[pod.key] = pod
-        self._all = None
         self._changed.add(pod.key)
         if old is None:
             self._order[pod.key] = next(self._counter)
@@ -94,7 +92,6 @@ class PodIndex:
         if old is not None:
             self._leave(key, self._member_of.pop(key))
             del self._order[key]
-            self._all = None
             self._changed.add(key)
         return old
 
@@ -123,10 +120,8 @@ class PodIndex:
                     del self._groups[group]
             self._dirty.add(group)
 
-    def snapshot(self) -> tuple[tuple[Pod, ...], ViewIndex]:
-        """Every pod in order, and the groups as of now (later changes do not show)."""
-        if self._all is None:
-            self._all = tuple(self._pods.values())
+    def snapshot(self) -> ViewIndex:
+        """The groups and every pod by key, as of now (later changes do not show)."""
         order = self._order
         by_node: dict[str, tuple[Pod, ...]] = {}
         usage: dict[str, NodeUsage] = {}
@@ -156,14 +151,13 @@ class PodIndex:
             changes = {k: pods_now.get(k, REMOVED) for k in self._changed}
             self._by_key = self._key_maps.evolve(self._by_key, changes)
             self._changed.clear()
-        index = ViewIndex(
+        return ViewIndex(
             pods_by_node=self._by_node,
             workers_by_job=self._by_job,
             spot_by_pool=self._by_pool,
             usage=self._usage,
             keys=self._by_key,
         )
-        return self._all, index
 
     def replace(self, key: str, **changes: object) -> None:
         pod = self._pods.get(key)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 from collections import defaultdict
-from collections.abc import Container, Iterable, Mapping
+from collections.abc import Collection, Container, Iterable, Mapping
 
 from valet.model.enums import (
     FaultAction,
@@ -175,6 +175,11 @@ class ViewIndex:
     usage: Mapping[str, NodeUsage]
     keys: Mapping[str, Pod]  # every pod by key
 
+    @functools.cached_property
+    def pods(self) -> Collection[Pod]:
+        """Every pod, in no particular order (a view of ``keys``; the same one each time)."""
+        return self.keys.values()
+
 
 @dataclasses.dataclass(frozen=True)
 class ClusterView:
@@ -183,7 +188,9 @@ class ClusterView:
     object from one view to the next is what makes the memo cheap."""
 
     nodes: Mapping[str, Node]
-    pods: tuple[Pod, ...] = ()
+    # Every pod: in order without an index (the groups below keep it); with one, the
+    # index's pods by key (``index.pods``), in no particular order.
+    pods: Collection[Pod] = ()
     jobs: tuple[Job, ...] = ()
     pools: tuple[Pool, ...] = ()
     # renewTime of each node's Lease in kube-node-lease: the kubelet's heartbeat (a real

@@ -135,7 +135,7 @@ class SimCluster:
         self._stale: set[str] = set()
         # The current Pod of each PodRec, indexed by node, job and pool one change at a time.
         self._index = PodIndex()
-        self._pods_index: tuple[tuple[Pod, ...], ViewIndex] | None = None
+        self._pods_index: ViewIndex | None = None
         self._jobs_view: tuple[Job, ...] = ()
         self._pools_view: tuple[Pool, ...] = ()
         self._view: ClusterView | None = None
@@ -183,19 +183,19 @@ class SimCluster:
         self._stale.clear()
         if self._pods_index is None:
             self._pods_index = self._index.snapshot()
-        pods, index = self._pods_index
+        index = self._pods_index
         jobs = _same_or(self._jobs_view, tuple(self.jobs.values()))
         pools = _same_or(self._pools_view, tuple(self.pools.values()))
         last = self._view
         if (
             last is None
             or nodes is not last.nodes
-            or pods is not last.pods
+            or index is not last.index
             or jobs is not last.jobs
             or pools is not last.pools
         ):
             last = self._view = ClusterView(
-                nodes=nodes, pods=pods, jobs=jobs, pools=pools, index=index
+                nodes=nodes, pods=index.pods, jobs=jobs, pools=pools, index=index
             )
         self._nodes_view, self._jobs_view, self._pools_view = nodes, jobs, pools
         return last
