@@ -328,8 +328,8 @@ class PassMemo:
                 self._regroup(order)
         self.touched = {*dirty, *self.gpus.update(view, dirty)}
         self.spot.sync(view, self.touched)
-        for (pool, gpus), ranking in self.rankings.items():
-            ranking.update((name, self._rank(name, pool, gpus)) for name in self.touched)
+        for ranking in self.rankings.values():
+            ranking.stale |= self.touched  # scored when next read
         if dirty:
             self.out_of_service = right_sized(self.out_of_service)
             self.suspect = right_sized(self.suspect)
@@ -395,8 +395,10 @@ class PassMemo:
         ranking = self.rankings.get((pool, gpus))
         if ranking is None:
             ranking = self.rankings[(pool, gpus)] = Ranking()
-            members = self.pools[pool].members if pool in self.pools else ()
-            ranking.update((name, self._rank(name, pool, gpus)) for name in members)
+            ranking.stale.update(self.pools[pool].members if pool in self.pools else ())
+        if ranking.stale:
+            ranking.update((name, self._rank(name, pool, gpus)) for name in ranking.stale)
+            ranking.stale = set()
         return ranking
 
     def _rank(self, name: str, pool: str, gpus: int) -> Score | None:

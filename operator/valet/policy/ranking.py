@@ -5,8 +5,10 @@ the job's topology domain, least free left, name). Scoring every node that could
 pod costs a swap some thousand nodes at a fleet's size, for one worker. The memo keeps,
 per pool and pod size, the nodes that could take such a pod as a pass begins, sorted by
 that order without the topology (the only part that depends on the job), and re-sorts only
-the nodes that changed since the last pass. A pass lays the nodes it wrote over it
-(``jobs._ranked``), and takes the job's domain first within each class.
+the nodes that changed since it was last read (a ranking no swap reads is not kept up
+to date pass by pass: it notes the names, and scores them once, when read). A pass lays
+the nodes it wrote over it (``jobs._ranked``), and takes the job's domain first within
+each class.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ class Ranking:
     def __init__(self) -> None:
         self.entries: list[Score] = []
         self._scores: dict[str, Score] = {}
+        self.stale: set[str] = set()  # nodes changed since the entries were last updated
 
     def update(self, changed: Iterable[tuple[str, Score | None]]) -> None:
         """Each node's new score (None: it cannot take the pod, or is no candidate)."""
