@@ -7,6 +7,7 @@ reserves them in the scratch accounting, and the callers turn them into actions.
 from __future__ import annotations
 
 import dataclasses
+import heapq
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence, Set
 
@@ -120,6 +121,9 @@ class Capacity:
         self.no_workers: Set[str] = book.no_workers
         self.some_free: Set[str] = book.some_free  # see free_now
         self.room: Set[str] = book.room
+        # Nodes of ``room`` this pass's placements left without any: a gang placed after
+        # another need not score them (room only shrinks within a pass).
+        self.spent: set[str] = set()
 
     def free_now(self) -> set[str]:
         """Nodes with GPUs free as of now: free as the pass began, or changed by it."""
@@ -137,7 +141,7 @@ class Capacity:
     def place(
         self,
         nodes: Sequence[Node],
-        states: dict[str, NodeState | None],
+        states: Scratch[NodeState | None],
         count: int,
         gpus: int,
         domain: tuple[str, str | None],
@@ -148,30 +152,25 @@ class Capacity:
         evicted (``ranking.score``), same topology domain, least free left (best fit), name.
         """
         topo_key, topo_value = domain
-        # Reads only, until the placements are chosen: of the few nodes this pass wrote
-        # about, through the scratch; of the rest, from below it (in C).
-        written = self.free.written() | self.releasing.written() | self.spot.written()
-        free_of, releasing_of, spot_of = (
-            self.free.below.get,
-            self.releasing.below.get,
-            self.spot.below.get,
-        )
+        # Reads only, until the placements are chosen: a gang reads most of the fleet.
+        free_of, releasing_of = self.free.flat().get, self.releasing.flat().get
+        spot_of, state_of = self.spot.flat().get, states.flat().get
         scored: list[tuple[int, int, int, int, int, str]] = []
         for node in nodes:
             name = node.name
-            if name in written:
-                free, releasing = self.free.get(name, 0), self.releasing.get(name, 0)
-                spot = self.spot.get(name, ())
-            else:
-                free, releasing, spot = free_of(name, 0), releasing_of(name, 0), spot_of(name, ())
-            spare = states.get(name) is NodeState.SPARE
-            rank = score(free, releasing, sum(p.gpus for p in spot), spare, gpus, name)
+            spot = spot_of(name, ())
+            spot_gpus = sum(p.gpus for p in spot) if spot else 0
+            spare = state_of(name) is NodeState.SPARE
+            rank = score(free_of(name, 0), releasing_of(name, 0), spot_gpus, spare, gpus, name)
             if rank is None:
                 continue  # most nodes of a busy fleet have nothing to offer
             topo = 0 if topo_value is None or node.labels.get(topo_key) == topo_value else 1
             scored.append((*rank[:3], topo, *rank[3:]))
-        scored.sort()
-        return self.place_in_order((s[-1] for s in scored), states, count, gpus)
+        # In order, as far as the placements read: a gang of a few hundred reads few of
+        # thousands of candidates (the names make every entry distinct).
+        heapq.heapify(scored)
+        ordered = (heapq.heappop(scored)[-1] for _ in range(len(scored)))
+        return self.place_in_order(ordered, states, count, gpus)
 
     def place_in_order(
         self, names: Iterable[str], states: Mapping[str, NodeState | None], count: int, gpus: int
@@ -210,6 +209,8 @@ class Capacity:
                 self.bound[pl.node] += gpus
             for v in pl.victims:
                 self.remove_spot(v)
+            if self.free[pl.node] + self.releasing[pl.node] <= 0 and not self.spot.get(pl.node):
+                self.spent.add(pl.node)
 
     def try_bind(self, node: Node, gpus: int) -> bool:
         """Bind a nominated pod if the node's bound pods leave room (kubelet admission)."""

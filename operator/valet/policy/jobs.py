@@ -401,9 +401,11 @@ def candidate_nodes(ps: Pass, cap: Capacity, job: Job, allow_spares: bool) -> li
     wanted = (NodeState.ACTIVE, NodeState.SPARE) if allow_spares else (NodeState.ACTIVE,)
     states, verdicts, nodes = ps.states, ps.memo.verdicts, ps.view.nodes
     written, before = states.written(), states.below.get  # read in C but for a few
+    names = cap.room & ps.in_service
+    names -= cap.spent
     return [
         nodes[name]
-        for name in cap.room & ps.in_service
+        for name in names
         if (states[name] if name in written else before(name)) in wanted
         and (home := verdicts[name].pool) is not None
         and (pool is None or home == pool)
@@ -448,7 +450,8 @@ def _ranked(
     nodes = ps.view.nodes
     topo_key: str | None = None
     topo_value: str | None = None
-    for _, members in itertools.groupby(heapq.merge(kept, fresh), key=itemgetter(0, 1, 2)):
+    merged = heapq.merge(kept, fresh) if fresh else kept  # merge() costs a Python step each
+    for _, members in itertools.groupby(merged, key=itemgetter(0, 1, 2)):
         if topo_key is None:
             topo_key, topo_value = domain()
         elsewhere = []
