@@ -151,3 +151,27 @@ def test_a_run_leaves_the_cycle_collector_as_it_found_it() -> None:
         assert gc.get_threshold() == (1000, 15, 15)
     finally:
         gc.set_threshold(*before)
+
+
+@pytest.mark.parametrize("same_plan", [True, False], ids=["create+bind", "bind later"])
+def test_the_simulated_kubelet_rejects_a_pod_its_node_has_no_gpus_for(same_plan) -> None:
+    """A bind is admitted as a kubelet admits it: the pod runs after its start-up if the
+    node's bound pods leave it room, else it fails (OutOfnvidia.com/gpu), whether it is
+    bound in the plan that creates it or later."""
+    cluster = SimCluster(startup_seconds=5)
+    cluster.add_node("n0", 8)
+    cluster.apply(
+        Plan((CreatePod("ns", "a", PodKind.WORKER, "ns/j", 6), BindPod("ns", "a", "n0"))), 0.0
+    )
+    for name in ("b", "c"):  # b (2 GPUs) fits beside a; c (2 more) does not
+        create, bind = CreatePod("ns", name, PodKind.WORKER, "ns/j", 2), BindPod("ns", name, "n0")
+        cluster.apply(Plan((create, bind) if same_plan else (create,)), 1.0)
+        if not same_plan:
+            cluster.apply(Plan((bind,)), 1.0)
+    cluster.advance(6.0)
+    phases = {p.name: (p.node, p.phase) for p in cluster.view().pods}
+    assert phases == {
+        "a": ("n0", PodPhase.RUNNING),
+        "b": ("n0", PodPhase.RUNNING),
+        "c": ("n0", PodPhase.FAILED),
+    }

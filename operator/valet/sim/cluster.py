@@ -147,6 +147,12 @@ class SimCluster:
         self._timers: list[tuple[float, int, str, str]] = []
         self._on_node: dict[str, set[str]] = {}
         self._seq = 0
+        self._handlers: dict[str, Callable[[str, float], bool]] = {
+            "gone": self._on_gone,
+            "running": self._on_running,
+            "finish": self._on_finish,
+            "remediation": self._on_remediation,
+        }
 
     # --- building -----------------------------------------------------------------------
 
@@ -219,16 +225,20 @@ class SimCluster:
     def apply(self, plan: Plan, now: float) -> None:
         actions = plan.actions
         for i, action in enumerate(actions):
-            if isinstance(action, CreatePod) and _binds(actions, i + 1, action):
-                self._create(action, now, bound_next=True)
+            if type(action) is CreatePod:
+                self._create(action, now, bind=_bind_after(actions, i + 1, action))
             else:
                 self._apply(action, now)
             for hook in self.on_action:
                 hook(action, now)
 
     def _apply(self, action: Action, now: float) -> None:
-        match action:
-            case EmitEvent():  # the commonest action first
+        match action:  # the commonest actions first (a case costs an isinstance)
+            case BindPod(namespace=ns, name=name, node=node, healed_at=healed_at):
+                self._bind(f"{ns}/{name}", node, now, healed_at)
+            case DeletePod(namespace=ns, name=name):
+                self._terminate(f"{ns}/{name}", now, self.delete_grace_seconds)
+            case EmitEvent():
                 self.events.append(action)
             case SetNodeState(node=name, state=state):
                 rec = self.nodes[name]
@@ -256,23 +266,20 @@ class SimCluster:
                 self.touch(name)
             case EvictPod(namespace=ns, name=name, grace_seconds=grace):
                 self._terminate(f"{ns}/{name}", now, grace)
-            case DeletePod(namespace=ns, name=name):
-                self._terminate(f"{ns}/{name}", now, self.delete_grace_seconds)
-            case CreatePod():
-                self._create(action, now)
-            case BindPod(namespace=ns, name=name, node=node, healed_at=healed_at):
-                self._bind(f"{ns}/{name}", node, now, healed_at)
             case PatchJobStatus(namespace=ns, name=name, status=status):
                 self._patch_job(f"{ns}/{name}", status)
             case PatchPoolStatus(name=name, status=pool_status):
                 self._patch_pool(name, pool_status)
 
-    def _create(self, a: CreatePod, now: float, bound_next: bool = False) -> None:
-        """Create the pod; ``bound_next``: the next action binds it, so the index is told of
-        it once, bound (no view comes between the two)."""
+    def _create(self, a: CreatePod, now: float, bind: BindPod | None = None) -> None:
+        """Create the pod; ``bind``: the next action, which binds it. No view comes between
+        the two, so the pod is created bound (or failed, as ``_bind`` would leave it), and
+        the bind then finds it so."""
         key = f"{a.namespace}/{a.name}"
         if key in self.pods:
             return  # AlreadyExists: creating is idempotent
+        node = bind.node if bind is not None else None
+        fits = node is None or self._admit(key, node, a.gpus)
         pod = Pod(
             namespace=a.namespace,
             name=a.name,
@@ -286,23 +293,35 @@ class SimCluster:
             replaces_node=a.replaces_node,
             fault_at=a.fault_at,
             created_at=now,
+            node=node,
+            phase=PodPhase.PENDING if fits else PodPhase.FAILED,
+            healed_at=bind.healed_at if bind is not None else None,
         )
-        self.pods[key] = PodRec(pod)
-        if not bound_next:
-            self._put_pod(key, pod)
+        rec = self.pods[key] = PodRec(pod)
+        self._put_pod(key, pod)
+        if node is not None and fits:
+            self._start(rec, key, now)
 
     def _bind(self, key: str, node: str, now: float, healed_at: float | None = None) -> None:
         rec = self.pods.get(key)
         if rec is None or rec.pod.node is not None:
             return
-        on_node = self._on_node.setdefault(node, set())
-        used = sum(self.pods[k].pod.gpus for k in on_node if self.pods[k].pod.holds_gpus)
-        on_node.add(key)
-        if used + rec.pod.gpus > self.nodes[node].gpus:
-            # kubelet admission: OutOfnvidia.com/gpu
+        if not self._admit(key, node, rec.pod.gpus):
             self._set_pod(key, node=node, phase=PodPhase.FAILED, healed_at=healed_at)
             return
         self._set_pod(key, node=node, healed_at=healed_at)
+        self._start(rec, key, now)
+
+    def _admit(self, key: str, node: str, gpus: int) -> bool:
+        """Bind the pod to the node's pods; False when the kubelet rejects it for want of
+        GPUs (admission: OutOfnvidia.com/gpu)."""
+        on_node = self._on_node.setdefault(node, set())
+        used = sum(self.pods[k].pod.gpus for k in on_node if self.pods[k].pod.holds_gpus)
+        on_node.add(key)
+        return used + gpus <= self.nodes[node].gpus
+
+    def _start(self, rec: PodRec, key: str, now: float) -> None:
+        """A pod bound: it runs after the start-up delay (a spot pod, for a drawn runtime)."""
         rec.running_at = now + self.startup_seconds
         self._timer(rec.running_at, "running", key)
         if rec.pod.kind is PodKind.SPOT:
@@ -383,7 +402,7 @@ class SimCluster:
         while self._timers and self._timers[0][0] <= now:
             at, _, what, key = heapq.heappop(self._timers)
             if self._due(at, what, key):
-                changed = getattr(self, f"_on_{what}")(key, at) or changed
+                changed = self._handlers[what](key, at) or changed
         return changed
 
     def _on_gone(self, key: str, at: float) -> bool:
@@ -426,16 +445,16 @@ class SimCluster:
         return True
 
 
-def _binds(actions: tuple[Action, ...], at: int, create: CreatePod) -> bool:
-    """Does the action at ``at`` bind the pod ``create`` makes?"""
-    if at >= len(actions):
-        return False
-    bind = actions[at]
-    return (
+def _bind_after(actions: tuple[Action, ...], at: int, create: CreatePod) -> BindPod | None:
+    """The action at ``at`` when it binds the pod ``create`` makes."""
+    bind = actions[at] if at < len(actions) else None
+    if (
         isinstance(bind, BindPod)
         and bind.name == create.name
         and bind.namespace == create.namespace
-    )
+    ):
+        return bind
+    return None
 
 
 def _same_or(last: tuple[_T, ...], now: tuple[_T, ...]) -> tuple[_T, ...]:

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Iterator
 
 from valet.model.enums import Health, NodeState, PodKind, PodPhase, Remediation
-from valet.model.plan import Action, EmitEvent, EvictPod, Plan, SetNodeState
+from valet.model.plan import Action, EvictPod, Plan, SetNodeState
 from valet.model.specs import SpotPoolSpec, TrainingJobSpec
 from valet.policy import PassMemo, PolicyConfig, decide
 from valet.sim.cluster import NodeRec, SimCluster
@@ -242,13 +242,12 @@ class FleetRun:
         return self.cfg.shard_minutes * 60 * self.rng.uniform(0.5, 1.5)
 
     def _observe_action(self, action: Action, now: float) -> None:
-        if type(action) is EmitEvent:  # most actions: nothing to see
-            return
-        if isinstance(action, EvictPod):
+        # Most actions (creates, binds, deletes, Events): nothing to see; type() is cheap.
+        if type(action) is EvictPod:
             rec = self.cluster.pods.get(f"{action.namespace}/{action.name}")
             if rec is not None and rec.pod.kind is PodKind.SPOT and rec.pod.started_at:
                 self.spot_lost += rec.pod.gpus * (now - rec.pod.started_at)
-        elif isinstance(action, SetNodeState) and action.state is NodeState.RETIRED:
+        elif type(action) is SetNodeState and action.state is NodeState.RETIRED:
             self.rma_returns.append((now + self.cfg.rma_days * 86400, action.node))
 
     def _inject(self, failure: Failure, now: float) -> None:
