@@ -13,9 +13,10 @@ import dataclasses
 
 import pytest
 
-from tests.builders import NOW, job, node, pool
-from valet.model.plan import CreatePod, PatchJobStatus, Plan
-from valet.model.view import ClusterView, Job
+from tests.builders import NOW, RUNNING, job, node, pool, view, worker
+from valet.model.enums import Health, NodeState
+from valet.model.plan import BindPod, CreatePod, PatchJobStatus, Plan
+from valet.model.view import ClusterView, Job, Node
 from valet.policy import PassMemo, PolicyConfig, decide
 from valet.sim.failures import draw_failures
 from valet.sim.fleet import FleetConfig, FleetRun, standard_policies
@@ -101,3 +102,31 @@ def test_a_waiting_gang_counts_the_room_a_lost_write_left() -> None:
     assert memo.quiet["ns/b"].room_wanted == 1  # two wanted, less n0's room
     created = [a for a in plan(("n0", "n1"), gang).actions if isinstance(a, CreatePod)]
     assert sorted(a.nominated_node or "" for a in created) == ["n0", "n1"]
+
+
+def test_a_swap_goes_to_the_spare_labelled_in_the_jobs_zone_now() -> None:
+    """Job a's swap makes the memo index the nodes by zone. Then spare s2 is relabelled
+    into job b's zone, and b's worker fails: b's replacement goes to s2, as a fresh pass
+    decides, not to s1 (first by name) as the zones once read would have it."""
+    zone = "topology.kubernetes.io/zone"
+    memo = PassMemo()
+
+    def at(name: str, where: str, failing: bool = False, spare: bool = False) -> Node:
+        health = Health.UNHEALTHY if failing else Health.HEALTHY
+        state = NodeState.SPARE if spare else NodeState.ACTIVE
+        labels = {"pool": "a", zone: where}
+        return node(name, state, health=health, signals=("xid:79",) * failing, labels=labels)
+
+    def swap(nodes: list[Node]) -> list[tuple[str, str]]:
+        pods = [worker(f"{j}-{r}-0", f"{j}{r}", f"ns/{j}", rank=r) for j in "ab" for r in (0, 1)]
+        jobs = [job(j, replicas=2, status=RUNNING) for j in "ab"]
+        cluster = view(nodes, pods, jobs, [pool(buffer=2)])
+        planned = decide(cluster, NOW, CONFIG, memo)
+        assert planned == decide(cluster, NOW, CONFIG)
+        return [(a.name.split("-")[0], a.node) for a in planned.of(BindPod)]
+
+    a_zone, b_zone = [at("a0", "z2"), at("a1", "z2")], [at("b0", "z1"), at("b1", "z1")]
+    spares = [at("s1", "z2", spare=True), at("s2", "z3", spare=True)]
+    assert swap([a_zone[0], at("a1", "z2", failing=True), *b_zone, *spares]) == [("a", "s1")]
+    relabelled = [spares[0], at("s2", "z1", spare=True)]
+    assert swap([*a_zone, b_zone[0], at("b1", "z1", failing=True), *relabelled]) == [("b", "s2")]

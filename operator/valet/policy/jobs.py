@@ -442,25 +442,35 @@ def _ranked(
             if rank is not None:
                 fresh.append(rank)
     fresh.sort()
-    kept = (
-        s
-        for s in ps.memo.ranking(pool, gpus).entries
-        if s[4] not in written and (allow_spares or not s[1])
-    )
-    nodes = ps.view.nodes
-    topo_key: str | None = None
-    topo_value: str | None = None
+    ranking = ps.memo.ranking(pool, gpus)
+    kept = (s for s in ranking.entries if s[4] not in written and (allow_spares or not s[1]))
+    fresh_by_name = {s[4]: s for s in fresh}
+
+    def now(name: str) -> Score | None:
+        """The node's entry among those merged below, if any."""
+        if name in written:
+            return fresh_by_name.get(name)
+        s = ranking.scores.get(name)
+        return s if s is not None and (allow_spares or not s[1]) else None
+
+    nearby: frozenset[str] | None = None  # the job's domain (None: not found yet)
+    everywhere = False  # the job has no domain
     merged = heapq.merge(kept, fresh) if fresh else kept  # merge() costs a Python step each
-    for _, members in itertools.groupby(merged, key=itemgetter(0, 1, 2)):
-        if topo_key is None:
+    for group, members in itertools.groupby(merged, key=itemgetter(0, 1, 2)):
+        if nearby is None:
             topo_key, topo_value = domain()
-        elsewhere = []
-        for s in members:
-            if topo_value is None or nodes[s[4]].labels.get(topo_key) == topo_value:
-                yield s[4]
-            else:
-                elsewhere.append(s[4])
-        yield from elsewhere
+            everywhere = topo_value is None
+            members_of = ps.memo.domain_members
+            nearby = frozenset() if topo_value is None else members_of(topo_key, topo_value)
+        if everywhere:
+            yield from (s[4] for s in members)
+            continue
+        # The domain's nodes of this class first (a class may hold every spare: found from
+        # the domain's few nodes, not by reading the class), then the rest in order.
+        first = sorted(s for name in nearby if (s := now(name)) is not None and s[:3] == group)
+        yield from (s[4] for s in first)
+        taken = {s[4] for s in first}
+        yield from (s[4] for s in members if s[4] not in taken)
 
 
 _FEW = 16  # workers placed from the memo's ranking; more (a gang) are scored in full

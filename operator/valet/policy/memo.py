@@ -259,6 +259,9 @@ class PassMemo:
         self.quiet: dict[str, QuietJob] = {}  # see ``jobs._still_quiet``
         self.spot = SpotBook()  # spot pods by pool, counted
         self.rankings: dict[tuple[str, int], Ranking] = {}  # by pool and pod size
+        # Node names by the value of a topology label, by label: built when first asked,
+        # dropped when a node joins, leaves or is relabelled.
+        self._domains: dict[str, dict[str | None, frozenset[str]]] = {}
         # Nodes whose Node, Lease, verdict or GPU usage changed since the last view.
         self.touched: set[str] = set()
 
@@ -313,6 +316,8 @@ class PassMemo:
             if old is not None:
                 self._forget(name, old)
             node = nodes.get(name)
+            if old is None or node is None or old.seen.labels != node.labels:
+                self._domains.clear()
             if node is None:
                 regroup = True
                 continue
@@ -400,6 +405,16 @@ class PassMemo:
             ranking.update((name, self._rank(name, pool, gpus)) for name in ranking.stale)
             ranking.stale = set()
         return ranking
+
+    def domain_members(self, key: str, value: str) -> frozenset[str]:
+        """The nodes whose label ``key`` is ``value`` (a topology domain)."""
+        domains = self._domains.get(key)
+        if domains is None:
+            found: dict[str | None, set[str]] = {}
+            for name, node in self._nodes.items():
+                found.setdefault(node.labels.get(key), set()).add(name)
+            domains = self._domains[key] = {v: frozenset(n) for v, n in found.items()}
+        return domains.get(value, frozenset())
 
     def _rank(self, name: str, pool: str, gpus: int) -> Score | None:
         """Where a node ranks for a pod of ``gpus`` of ``pool`` (None: no candidate)."""

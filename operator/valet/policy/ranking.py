@@ -34,12 +34,12 @@ class Ranking:
 
     def __init__(self) -> None:
         self.entries: list[Score] = []
-        self._scores: dict[str, Score] = {}
+        self.scores: dict[str, Score] = {}  # the entries by node name
         self.stale: set[str] = set()  # nodes changed since the entries were last updated
 
     def update(self, changed: Iterable[tuple[str, Score | None]]) -> None:
         """Each node's new score (None: it cannot take the pod, or is no candidate)."""
-        entries, scores = self.entries, self._scores
+        entries, scores = self.entries, self.scores
         for name, new in changed:
             old = scores.pop(name, None)
             if old == new:
