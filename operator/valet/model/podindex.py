@@ -68,24 +68,27 @@ class PodIndex:
         return self._pods
 
     def put(self, pod: Pod) -> None:
-        old = self._pods.get(pod.key)
-        self._pods[pod.key] = pod
-        self._changed.add(pod.key)
+        key = pod.key
+        old = self._pods.get(key)
+        self._pods[key] = pod
+        self._changed.add(key)
+        groups = self._groups_of(pod)
         if old is None:
-            self._order[pod.key] = next(self._counter)
-            self._member_of[pod.key] = self._groups_of(pod)
-            self._join(pod, self._member_of[pod.key])
+            self._order[key] = next(self._counter)
+            self._member_of[key] = groups
+            self._join(pod, groups)
             return
-        groups, before = self._groups_of(pod), self._member_of[pod.key]
+        before = self._member_of[key]
         if groups != before:  # bound, say: it leaves only the groups it is no longer in
-            self._leave(pod.key, [g for g in before if g not in groups])
+            self._leave(key, [g for g in before if g not in groups])
             self._join(pod, [g for g in groups if g not in before])
-            self._member_of[pod.key] = groups
+            self._member_of[key] = groups
+        all_groups, dirty = self._groups, self._dirty
         for group in groups:
-            members = self._groups[group]
-            if pod.key in members:
-                members[pod.key] = pod  # keeps its place in the group
-                self._dirty.add(group)
+            members = all_groups[group]
+            if key in members:
+                members[key] = pod  # keeps its place in the group
+                dirty.add(group)
 
     def remove(self, key: str) -> Pod | None:
         old = self._pods.pop(key, None)

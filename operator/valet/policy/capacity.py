@@ -75,34 +75,47 @@ class GpuBook:
         return used
 
     def _count(self, name: str, node: Node | None, use: NodeUsage | None) -> None:
-        for table in (self.free, self.bound, self.releasing, self.spot, self.spot_gpus):
-            table.pop(name, None)
-        self.no_workers.discard(name)
-        self.some_free.discard(name)
-        self.room.discard(name)
+        """Count one node again: each table and set is written once (a node's entry is
+        absent where its count is zero; every node of the view has ``free``)."""
         if node is None:
+            for table in (self.free, self.bound, self.releasing, self.spot, self.spot_gpus):
+                table.pop(name, None)
+            for members in (self.no_workers, self.some_free, self.room):
+                members.discard(name)
             return
-        if use is None or not use.workers:
-            self.no_workers.add(name)
+        spot: tuple[Pod, ...] = ()
         if use is None:
-            self.free[name] = node.gpus
-            if node.gpus > 0:
-                self.room.add(name)
-                self.some_free.add(name)
-            return
-        free = self.free[name] = node.gpus - use.used
+            free, bound, releasing, workers = node.gpus, 0, 0, False
+        else:
+            free, bound, releasing = node.gpus - use.used, use.bound, use.releasing
+            spot, workers = use.spot, use.workers
+        spot_gpus = sum(p.gpus for p in spot) if spot else 0
+        self.free[name] = free
+        if bound:
+            self.bound[name] = bound
+        else:
+            self.bound.pop(name, None)
+        if releasing:
+            self.releasing[name] = releasing
+        else:
+            self.releasing.pop(name, None)
+        if spot:
+            self.spot[name], self.spot_gpus[name] = spot, spot_gpus
+        else:
+            self.spot.pop(name, None)
+            self.spot_gpus.pop(name, None)
+        if workers:
+            self.no_workers.discard(name)
+        else:
+            self.no_workers.add(name)
         if free > 0:
             self.some_free.add(name)
-        if use.bound:
-            self.bound[name] = use.bound
-        if use.releasing:
-            self.releasing[name] = use.releasing
-        spot_gpus = 0
-        if use.spot:
-            self.spot[name] = use.spot
-            spot_gpus = self.spot_gpus[name] = sum(p.gpus for p in use.spot)
-        if free + use.releasing + spot_gpus > 0:
+        else:
+            self.some_free.discard(name)
+        if free + releasing + spot_gpus > 0:
             self.room.add(name)
+        else:
+            self.room.discard(name)
 
 
 class Capacity:

@@ -139,8 +139,9 @@ class SpotBook:
         if keys is None or self._keys is None or specs_moved:
             self._rebuild(view)
         elif keys is not self._keys:
+            pod_of, nodes, put = keys.get, view.nodes, self._put
             for key in changed_keys(keys, self._keys):
-                self._put(key, keys.get(key), view.nodes)
+                put(key, pod_of(key), nodes)
         self._keys = keys
         for book in self.pools.values():
             book.saw_nodes(touched, view.nodes)
