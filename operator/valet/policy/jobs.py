@@ -32,7 +32,10 @@ from valet.policy.memo import QuietJob
 from valet.policy.pass_ import Pass
 from valet.policy.ranking import Score, score
 
-_phase = attrgetter("phase")
+# Read of every worker in C: a job of a few hundred workers is reconciled in full after
+# each change to any of them, and a Python loop over them per question added up.
+_phase, _node, _live = attrgetter("phase"), attrgetter("node"), attrgetter("live")
+_deleting = attrgetter("deleting")
 
 
 @dataclasses.dataclass
@@ -216,14 +219,17 @@ def _steady_on(job: Job, workers: tuple[Pod, ...]) -> frozenset[str] | None:
         return None
     if status.replicas != target or status.ready_replicas != target:
         return None
-    nodes: set[str] = set()
-    for w in workers:
-        if w.phase is not PodPhase.RUNNING or not w.live or w.node is None:
-            return None
-        if _unrecorded(w, status.last_heal) is not None:
-            return None
-        nodes.add(w.node)
-    return frozenset(nodes)
+    if any(p is not PodPhase.RUNNING for p in set(map(_phase, workers))):
+        return None
+    if not all(map(_live, workers)):
+        return None
+    nodes = frozenset(map(_node, workers))
+    if None in nodes:
+        return None
+    last = status.last_heal
+    if any(_unrecorded(w, last) is not None for w in workers if w.healed_at is not None):
+        return None
+    return nodes
 
 
 # A stamp read back from the wire (milliseconds) may differ from the status's copy of the
@@ -266,8 +272,17 @@ def _count_unrecorded_swaps(ps: Pass, job: Job, workers: tuple[Pod, ...], heal: 
 
 def _sort_out_workers(ps: Pass, job: Job, workers: tuple[Pod, ...], heal: _Heal) -> list[Pod]:
     """Remove workers from bad nodes and failed ones; return the workers that stay."""
-    keep: list[Pod] = []
     leaving, nodes = ps.out_of_service, ps.view.nodes  # as ``Pass.bad`` reads them
+    placed = list(map(_node, workers))
+    if (
+        None not in placed
+        and not any(map(_deleting, workers))
+        and PodPhase.FAILED not in map(_phase, workers)
+        and leaving.isdisjoint(placed)
+        and all(map(nodes.__contains__, placed))
+    ):
+        return list(workers)  # every worker bound and staying: the loop below keeps all
+    keep: list[Pod] = []
     for w in workers:
         at = w.node if w.node is not None else w.nominated_node
         on_bad = at is not None and (at in leaving or at not in nodes)
@@ -309,6 +324,8 @@ def _sort_out_workers(ps: Pass, job: Job, workers: tuple[Pod, ...], heal: _Heal)
 
 def _bind_nominated(ps: Pass, cap: Capacity, job: Job, keep: list[Pod], heal: _Heal) -> list[Pod]:
     """Bind replacements whose GPUs have been freed; make sure their victims are leaving."""
+    if None not in map(_node, keep):
+        return keep  # every worker bound already
     result: list[Pod] = []
     for w in keep:
         if w.node is not None or w.nominated_node is None:
@@ -550,11 +567,12 @@ def _report(
 ) -> None:
     old, spec = job.status, job.spec
     total = len(keep) + len(placed)
-    bound, ready = heal.binds, 0
-    for w in keep:
-        if w.node is not None:
-            bound += 1
-            ready += w.phase is PodPhase.RUNNING
+    where = list(map(_node, keep))
+    bound = heal.binds + len(keep) - where.count(None)
+    if None in where:
+        ready = sum(1 for w in keep if w.node is not None and w.phase is PodPhase.RUNNING)
+    else:
+        ready = list(map(_phase, keep)).count(PodPhase.RUNNING)
     if target == 0:
         phase, message = JobPhase.WAITING, "scaled to zero"
     elif total < spec.min_replicas:
