@@ -52,29 +52,31 @@ def test_a_memo_kept_over_a_simulated_fleet_decides_as_fresh_passes(setup) -> No
     assert run.quiet_skips > 0  # jobs waited short of workers, and were not decided again
 
 
+def _decided(memo: PassMemo, names: tuple[str, ...], *jobs: Job) -> Plan:
+    """The plan for free nodes ``names`` and ``jobs``, with ``memo`` as a fresh pass gives it."""
+    nodes = {name: node(name) for name in names}
+    view = ClusterView(nodes=nodes, pods=(), jobs=jobs, pools=(pool(buffer=0),))
+    planned = decide(view, NOW, CONFIG, memo)
+    assert planned == decide(view, NOW, CONFIG)
+    return planned
+
+
+def _reported(plan: Plan, waiting: Job) -> Job:
+    """The job as its status write in ``plan`` leaves it."""
+    status = next(a.status for a in plan.of(PatchJobStatus) if a.name == waiting.name)
+    return dataclasses.replace(waiting, status=status)
+
+
 def test_a_waiting_job_sees_room_a_lost_write_left() -> None:
     """Job a (first by priority) takes the only free node in a pass whose writes never land;
     job b, waiting, found no room in that pass. When a is deleted, nothing in the cluster
-    changed, yet b must now take the node: the memo remembers what the pass had written."""
-    nodes = {"n0": node("n0")}
-    first, waiting = job("a", replicas=1, priority=10), job("b", replicas=1)
-    memo = PassMemo()
-
-    def plan(*jobs: Job) -> Plan:
-        view = ClusterView(nodes=nodes, pods=(), jobs=jobs, pools=(pool(buffer=0),))
-        planned = decide(view, NOW, CONFIG, memo)
-        assert planned == decide(view, NOW, CONFIG)
-        return planned
-
-    reported = next(
-        a.status
-        for a in plan(first, waiting).actions
-        if isinstance(a, PatchJobStatus) and a.name == "b"
-    )
-    waiting = dataclasses.replace(waiting, status=reported)  # the status write landed
-    plan(first, waiting)  # a's pod did not: a takes n0 again, and b waits without a write
+    changed, yet b must now take the node: a node the pass wrote about counts as room b
+    may yet be offered, so b is decided again."""
+    first, memo = job("a", replicas=1, priority=10), PassMemo()
+    waiting = _reported(_decided(memo, ("n0",), first, job("b", replicas=1)), job("b", replicas=1))
+    _decided(memo, ("n0",), first, waiting)  # a's pod did not land: a takes n0 again
     assert "ns/b" not in memo.quiet  # n0 may still be free: b is decided again
-    created = [a for a in plan(waiting).actions if isinstance(a, CreatePod)]
+    created = _decided(memo, ("n0",), waiting).of(CreatePod)
     assert [(a.owner, a.nominated_node) for a in created] == [("ns/b", "n0")]
 
 
@@ -82,25 +84,11 @@ def test_a_waiting_gang_counts_the_room_a_lost_write_left() -> None:
     """Gang b needs two nodes. Job a (first by priority) takes the only free one, n0, in
     passes whose writes never land, and b waits. When a is deleted and n1 joins, only n1
     changed, yet b must now take both: it counted n0 as room it might yet be offered."""
-    first, gang = job("a", replicas=1, priority=10), job("b", replicas=2)
-    memo = PassMemo()
-
-    def plan(names: tuple[str, ...], *jobs: Job) -> Plan:
-        nodes = {name: node(name) for name in names}
-        view = ClusterView(nodes=nodes, pods=(), jobs=jobs, pools=(pool(buffer=0),))
-        planned = decide(view, NOW, CONFIG, memo)
-        assert planned == decide(view, NOW, CONFIG)
-        return planned
-
-    reported = next(
-        a.status
-        for a in plan(("n0",), first, gang).actions
-        if isinstance(a, PatchJobStatus) and a.name == "b"
-    )
-    gang = dataclasses.replace(gang, status=reported)
-    plan(("n0",), first, gang)
+    first, memo = job("a", replicas=1, priority=10), PassMemo()
+    gang = _reported(_decided(memo, ("n0",), first, job("b", replicas=2)), job("b", replicas=2))
+    _decided(memo, ("n0",), first, gang)
     assert memo.quiet["ns/b"].room_wanted == 1  # two wanted, less n0's room
-    created = [a for a in plan(("n0", "n1"), gang).actions if isinstance(a, CreatePod)]
+    created = _decided(memo, ("n0", "n1"), gang).of(CreatePod)
     assert sorted(a.nominated_node or "" for a in created) == ["n0", "n1"]
 
 
