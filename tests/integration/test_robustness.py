@@ -133,6 +133,8 @@ async def test_a_flaky_api_server_still_converges() -> None:
             )
 
         await c.until(healed, timeout=60, what="swap and heal under 10% API errors")
-        assert chaos.injected > 20
+        # The heal went through API errors: 19 to 38 of them across runs (how many requests
+        # a run makes depends on timing), so the bound sits well below the fewest seen.
+        assert chaos.injected >= 10
         ranks = sorted(labels(p)["valet.dev/rank"] for p in await workers(c))
         assert ranks == ["0", "1"]
