@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import heapq
 import itertools
+import math
 from collections.abc import Callable, Iterable, Iterator
 from operator import attrgetter, itemgetter
 
@@ -227,7 +228,7 @@ def _steady_on(job: Job, workers: tuple[Pod, ...]) -> frozenset[str] | None:
     if None in nodes:
         return None
     last = status.last_heal
-    if any(_unrecorded(w, last) is not None for w in workers if w.healed_at is not None):
+    if next(_unrecorded(workers, last), None) is not None:
         return None
     return nodes
 
@@ -237,26 +238,20 @@ def _steady_on(job: Job, workers: tuple[Pod, ...]) -> frozenset[str] | None:
 _STAMP_SLACK_SECONDS = 0.001
 
 
-def _unrecorded(w: Pod, last: LastHeal | None) -> tuple[float, str] | None:
-    """When and where a worker was bound as a heal the job's status does not count yet."""
-    if w.healed_at is None or w.node is None:
-        return None
-    if last is not None and w.healed_at <= last.bound_at + _STAMP_SLACK_SECONDS:
-        return None
-    return w.healed_at, w.node
+def _unrecorded(workers: Iterable[Pod], last: LastHeal | None) -> Iterator[tuple[float, str, Pod]]:
+    """When and where each worker bound as a heal the job's status does not count yet was
+    bound (most workers were never a heal: they are passed over at once)."""
+    since = last.bound_at + _STAMP_SLACK_SECONDS if last is not None else -math.inf
+    for w in workers:
+        if w.healed_at is not None and w.node is not None and w.healed_at > since:
+            yield w.healed_at, w.node, w
 
 
 def _count_unrecorded_swaps(ps: Pass, job: Job, workers: tuple[Pod, ...], heal: _Heal) -> None:
     """Count the swaps bound but never written to the status: the operator stopped between
     the bind and the status write. The bind stamped ``healed_at`` on the pod, so the count
     is recovered from the cluster, once (``lastHeal`` then records the latest of them)."""
-    recorded = heal.last_heal
-    unrecorded = [
-        (bound, w)
-        for w in workers
-        if w.healed_at is not None and (bound := _unrecorded(w, recorded))
-    ]
-    for (healed_at, node), w in sorted(unrecorded, key=lambda pair: pair[0]):
+    for healed_at, node, w in sorted(_unrecorded(workers, heal.last_heal), key=itemgetter(0, 1)):
         heal.swaps += 1
         fault_at = w.fault_at if w.fault_at is not None else healed_at
         heal.last_heal = LastHeal(w.replaces_node or "", node, fault_at, healed_at)
